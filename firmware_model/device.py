@@ -1,0 +1,356 @@
+"""The device façade: one emulated Photon in listening mode.
+
+Theory of operation: transports decode bytes into ``(command name, body)`` pairs and
+call :meth:`Device.execute`; the returned :class:`Reply` carries the firmware's
+individual writes and the effects the transport must carry out (persist the DCT,
+take the access point down). The model never does I/O, never reads a clock and
+never draws randomness (house-style.md §3).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from firmware_model import security as sec
+from firmware_model.commands import (
+    ANTENNA_COMMANDS,
+    BODY_COMMANDS,
+    NO_JSON,
+    UNKNOWN,
+    JsonWriter,
+    Reply,
+    ReplyKind,
+    c_atoi,
+    hex_decode,
+    json_unescape,
+    result_reply,
+)
+from firmware_model.credentials import EnterpriseConfig, WifiCredential
+from firmware_model.dct import Dct
+from firmware_model.eras import ERAS, CryptoErrors, EraProfile, FirmwareEra
+from firmware_model.jsmn import TokenType, parse_json_request
+from firmware_model.keys import CIPHERTEXT_BUFFER_BYTES, DeviceKey, aes128_cbc_decrypt_blocks
+from firmware_model.radio import RadioEnvironment
+from firmware_model.secret import Secret
+
+# wlan_hal.h result codes of wlan_set_credentials
+WLAN_SET_CREDENTIALS_CIPHER_REQUIRED = -2
+WLAN_INVALID_SSID_LENGTH = -3
+WLAN_INVALID_KEY_LENGTH = -4
+ENTERPRISE_INVALID = 1
+
+WSEC_MIN_PSK_LEN = 8
+WSEC_MAX_PSK_LEN = 64
+WEP_MIN_KEY_LEN = 5
+WEP_MAX_KEY_LEN = 58
+SSID_NAME_SIZE = 32
+EAP_PEAP = 25
+EAP_TLS = 13
+MAX_IDENTITY_BYTES = 64
+MAX_CERTIFICATE_BYTES = 4096
+MAX_PRIVATE_KEY_BYTES = 2048
+
+#: free heap while in listening mode, bytes (issue particle-iot/device-os#2082:
+#: 45,640 before entering, 13,408 while listening). Bounds request-body allocations.
+LISTENING_FREE_HEAP_BYTES = 13_408
+
+_S, _P = TokenType.STRING, TokenType.PRIMITIVE
+CONFIGURE_KEYS = (b"idx", b"ssid", b"pwd", b"ch", b"sec", b"eap", b"oi", b"ii", b"crt", b"ek",
+                  b"key", b"ca")
+CONFIGURE_TYPES = (_P, _S, _S, _P, _P, _P, _S, _S, _S, _S, _S, _S)
+SET_KEYS = (b"k", b"v")
+SET_TYPES = (_S, _S)
+
+
+class DeviceEffect:
+    """Base of the effects a reply asks the transport layer to carry out."""
+
+    __slots__ = ()
+
+
+@dataclass(frozen=True, slots=True)
+class DctChanged(DeviceEffect):
+    """Persistent state changed: write it to disk."""
+
+
+@dataclass(frozen=True, slots=True)
+class SoftApShutdown(DeviceEffect):
+    """``connect-ap`` signalled "setup complete": flush the reply, then stop the AP."""
+
+
+class Device:
+    """A Photon in listening mode: state, radio and the seven commands."""
+
+    def __init__(
+        self,
+        dct: Dct,
+        key: DeviceKey,
+        radio: RadioEnvironment | None = None,
+        era: FirmwareEra = FirmwareEra.CURRENT,
+        *,
+        free_heap_bytes: int = LISTENING_FREE_HEAP_BYTES,
+    ) -> None:
+        self.dct = dct
+        self.key = key
+        self.radio = radio if radio is not None else RadioEnvironment()
+        self.profile: EraProfile = ERAS[era]
+        self.free_heap_bytes = free_heap_bytes
+        #: ``wifi_creds_changed``: set when configure-ap saved a network in this session
+        self.credentials_changed = False
+        #: last antenna selected with ``ant-internal``/``ant-external`` (TCP only)
+        self.antenna = "auto"
+        self.connect_requested = False
+        self._version = Reply(ReplyKind.JSON, (b'{"v":2}',))
+        self._public_key: Reply | None = None
+        self._device_id: dict[bool, Reply] = {}
+
+    @property
+    def era(self) -> FirmwareEra:
+        return self.profile.era
+
+    # -- dispatch ------------------------------------------------------------------
+    @staticmethod
+    def reads_body(name: str) -> bool:
+        """Whether the handler reads the request body (only configure-ap and set)."""
+        return name in BODY_COMMANDS
+
+    def can_allocate_body(self, length: int) -> bool:
+        """``malloc(length + 1)`` for the body copy; fails for garbage or huge lengths."""
+        return 0 <= length and length + 1 <= self.free_heap_bytes
+
+    def execute(self, name: str, body: bytes | None = b"") -> Reply:
+        """Run one command. ``body`` is ``None`` when reading or allocating it failed."""
+        if name == "version":
+            return self._version
+        if name == "device-id":
+            return self._device_id_reply()
+        if name == "scan-ap":
+            return self._scan_ap()
+        if name == "public-key":
+            return self._public_key_reply()
+        if name == "connect-ap":
+            self.connect_requested = True
+            return result_reply(0, SoftApShutdown())
+        if name in BODY_COMMANDS:
+            # Reader::fetch_as_string copies the body into malloc(len + 1)
+            if body is None or not self.can_allocate_body(len(body)):
+                return NO_JSON
+            return self._configure_ap(body) if name == "configure-ap" else self._set(body)
+        if name in ANTENNA_COMMANDS:
+            self.antenna = ANTENNA_COMMANDS[name]
+        return UNKNOWN
+
+    # -- commands ------------------------------------------------------------------
+    def _device_id_reply(self) -> Reply:
+        claimed = self.dct.claimed
+        cached = self._device_id.get(claimed)
+        if cached is None:
+            w = JsonWriter()
+            w.char(b"{")
+            w.string_field(b"id", self.dct.identity.device_id_hex.encode("ascii"))
+            w.char(b",")
+            w.string_field(b"c", b"1" if claimed else b"0")
+            w.char(b"}")
+            cached = self._device_id[claimed] = w.reply()
+        return cached
+
+    def _public_key_reply(self) -> Reply:
+        if self._public_key is None:
+            w = JsonWriter()
+            w.char(b"{")
+            w.raw(b'"b":"')
+            for ch in self.key.public_key_area.hex().upper().encode("ascii"):
+                w.char(bytes((ch,)))
+            w.char(b'"')
+            w.char(b",")
+            w.int_field(b"r", 0)
+            w.char(b"}")
+            self._public_key = w.reply()
+        return self._public_key
+
+    def _scan_ap(self) -> Reply:
+        w = JsonWriter()
+        w.raw(b'{"scans":[')
+        first = True
+        for ap in self.radio.scan():
+            ssid = ap.advertised_ssid.split(b"\x00", 1)[0]
+            if not ssid:
+                continue
+            if not first:
+                w.char(b",")
+            first = False
+            w.char(b"{")
+            w.string_field(b"ssid", ssid)
+            w.char(b",")
+            w.int_field(b"rssi", ap.rssi)
+            w.char(b",")
+            w.int_field(b"sec", ap.security)
+            w.char(b",")
+            w.int_field(b"ch", ap.channel)
+            w.char(b",")
+            w.int_field(b"mdr", ap.max_data_rate)
+            w.char(b"}")
+        w.raw(b"]}")
+        return w.reply()
+
+    def _set(self, body: bytes) -> Reply:
+        parsed = parse_json_request(body, SET_KEYS, SET_TYPES)
+        if parsed is None:
+            return NO_JSON
+        k = (parsed.last(0) or b"")[:2]
+        v = (parsed.last(1) or b"")[:63]
+        if not k or not v or k != b"cc":
+            return result_reply(-1)
+        self.dct.set_claim_code(v)
+        return result_reply(0, DctChanged())
+
+    def _decrypt(self, hex_text: bytes, max_output: int) -> tuple[int, bytes]:
+        """``decrypt()``: hex into the 256-byte buffer, then RSA. (result, plaintext)."""
+        buf = hex_decode(hex_text, CIPHERTEXT_BUFFER_BYTES).ljust(CIPHERTEXT_BUFFER_BYTES, b"\x00")
+        res = self.key.decrypt_pkcs1v15(buf, max_output, self.profile.crypto_errors)
+        if not res.ok:
+            return res.error, b""
+        return len(res.plaintext), res.plaintext
+
+    def _configure_ap(self, body: bytes) -> Reply:
+        if not self.profile.enterprise_keys:
+            return self._configure_ap_legacy(body)
+        parsed = parse_json_request(body, CONFIGURE_KEYS, CONFIGURE_TYPES)
+        if parsed is None:
+            return NO_JSON
+        ssid = b""
+        password = b""
+        family = sec.SecurityFamily.UNSEC
+        channel = 0
+        eap_type = 0
+        outer = inner = cert = ca = b""
+        private_key_hex = b""
+        ekey: bytes | None = None
+        decrypt_result = 0
+        for key, value in parsed.values:
+            if key == 1 and value:
+                ssid = value
+            elif key == 2:
+                text = value
+                if len(value) // 2:
+                    decrypt_result, plain = self._decrypt(value, len(value))
+                    text = plain.split(b"\x00", 1)[0]
+                if text:
+                    password = text
+            elif key == 3:
+                channel = c_atoi(value)
+            elif key == 4:
+                family = sec.family_of(c_atoi(value))
+            elif key == 5:
+                eap_type = c_atoi(value)
+            elif key == 6:
+                outer = value
+            elif key == 7:
+                inner = value
+            elif key == 8:
+                cert = json_unescape(value)
+            elif key == 9:
+                if len(value) // 2:
+                    decrypt_result, plain = self._decrypt(value, len(value))
+                    ekey = plain.ljust(len(value) // 2 + 1, b"\x00")
+            elif key == 10:
+                private_key_hex = value
+                password = b"1"
+            elif key == 11:
+                ca = json_unescape(value)
+        private_key = b""
+        if private_key_hex and ekey is not None:
+            private_key = self._decrypt_private_key(private_key_hex, ekey)
+            decrypt_result = 1
+        if decrypt_result < 0:
+            return result_reply(decrypt_result)
+        enterprise = None
+        if eap_type:
+            enterprise = EnterpriseConfig(eap_type, outer[:MAX_IDENTITY_BYTES],
+                                          inner[:MAX_IDENTITY_BYTES], cert, ca, Secret(private_key))
+        r = self._set_credentials(ssid, password, family, channel, enterprise)
+        if r != 0:
+            return result_reply(r)
+        return result_reply(0, DctChanged())
+
+    @staticmethod
+    def _decrypt_private_key(hex_text: bytes, ekey: bytes) -> bytes:
+        """AES-128-CBC of the hex ``key`` with ``ek`` = key || IV; no unpadding."""
+        data = b"".join(hex_decode(hex_text[i : i + 32], 16).ljust(16, b"\x00")
+                        for i in range(0, len(hex_text), 32))
+        return aes128_cbc_decrypt_blocks(ekey[:16], ekey[16:32], data)[: len(hex_text) // 2]
+
+    def _set_credentials(
+        self,
+        ssid: bytes,
+        password: bytes,
+        family: sec.SecurityFamily,
+        channel: int,
+        enterprise: EnterpriseConfig | None,
+    ) -> int:
+        """``wlan_set_credentials``: dry run (validation), enterprise check, then save."""
+        if not ssid or len(ssid) > SSID_NAME_SIZE:
+            return WLAN_INVALID_SSID_LENGTH
+        wiced = sec.family_base(family)
+        if wiced & (sec.WPA_SECURITY | sec.WPA2_SECURITY):
+            ap = self.radio.sniff(ssid)
+            if ap is None:
+                return WLAN_SET_CREDENTIALS_CIPHER_REQUIRED
+            wiced = ap.security
+        if wiced & sec.WEP_ENABLED and not WEP_MIN_KEY_LEN <= len(password) <= WEP_MAX_KEY_LEN:
+            return WLAN_INVALID_KEY_LENGTH
+        if (
+            wiced & (sec.WPA_SECURITY | sec.WPA2_SECURITY)
+            and not wiced & sec.ENTERPRISE_ENABLED
+            and not WSEC_MIN_PSK_LEN <= len(password) <= WSEC_MAX_PSK_LEN
+        ):
+            return WLAN_INVALID_KEY_LENGTH
+        if enterprise is not None and not _enterprise_valid(enterprise, password):
+            return ENTERPRISE_INVALID
+        self.dct.credentials.add(
+            WifiCredential(ssid, Secret(password), wiced, channel, enterprise)
+        )
+        self.credentials_changed = True
+        return 0
+
+    def _configure_ap_legacy(self, body: bytes) -> Reply:
+        """0.4.x - 0.6.x: five keys, no validation, ``sec`` kept verbatim."""
+        parsed = parse_json_request(body, CONFIGURE_KEYS[:5], CONFIGURE_TYPES[:5])
+        if parsed is None:
+            return NO_JSON
+        ssid = b""
+        password = b""
+        security = 0
+        channel = 0
+        decrypt_result = 0
+        for key, value in parsed.values:
+            if key == 1:
+                ssid = value[:32]
+            elif key == 2:
+                decrypt_result, plain = self._decrypt(value, 65)
+                password = plain.split(b"\x00", 1)[0][:64]
+            elif key == 3:
+                channel = c_atoi(value)
+            elif key == 4:
+                security = c_atoi(value)
+        if decrypt_result < 0:
+            return result_reply(decrypt_result)
+        self.dct.credentials.add(WifiCredential(ssid, Secret(password), security, channel))
+        self.credentials_changed = True
+        return result_reply(0, DctChanged())
+
+
+def _enterprise_valid(e: EnterpriseConfig, password: bytes) -> bool:
+    """``check_enterprise_credentials``: what PEAP and EAP-TLS each need."""
+    if len(e.client_certificate) >= MAX_CERTIFICATE_BYTES or len(e.ca_certificate) >= MAX_CERTIFICATE_BYTES:
+        return False
+    if len(e.private_key.value) >= MAX_PRIVATE_KEY_BYTES:
+        return False
+    if e.eap_type == EAP_PEAP:
+        return bool(e.inner_identity) and bool(password)
+    if e.eap_type == EAP_TLS:
+        return bool(e.client_certificate) and bool(e.private_key.value)
+    return False
+
+
+__all__ = ["CryptoErrors", "DctChanged", "Device", "DeviceEffect", "SoftApShutdown"]

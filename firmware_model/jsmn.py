@@ -1,0 +1,216 @@
+"""The firmware's JSON request parsing: jsmn (non-strict) plus ``parse_json_request``.
+
+Reproduced rather than replaced by :mod:`json` because the device's acceptance rules
+are not JSON's (softap-protocol.md §4.0, ``softap.cpp`` ``JSONRequestCommand``,
+``services/src/jsmn.c``):
+
+* unquoted keys and values are accepted, string values are used raw (escapes are
+  validated but not decoded), the body is a C string (cut at the first NUL);
+* a top-level string or primitive yields no keys at all (and the command runs);
+* an unknown key or a value of the wrong kind yields "no JSON".
+
+Where the firmware would read tokens it never initialised (an empty body, a key
+without a value, a jsmn error) its output is undefined; like the spec, we answer
+with no JSON.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+class TokenType(enum.IntEnum):
+    PRIMITIVE = 0
+    OBJECT = 1
+    ARRAY = 2
+    STRING = 3
+
+
+@dataclass(slots=True)
+class Token:
+    type: TokenType
+    start: int = -1
+    end: int = -1
+    size: int = 0
+
+
+class JsmnError(enum.IntEnum):
+    NOMEM = -1
+    INVAL = -2
+    PART = -3
+
+
+_HEX = frozenset(b"0123456789abcdefABCDEF")
+_ESCAPES = frozenset(b'"/\\bfrnt')
+#: initial token array size and growth rule of ``json_tokenise``
+INITIAL_TOKENS = 64
+
+
+def token_array_sizes(needed: int) -> list[int]:
+    """The successive token-array sizes ``json_tokenise`` allocates (64, 129, 259 ...)."""
+    sizes = [INITIAL_TOKENS]
+    while sizes[-1] < needed:
+        sizes.append(sizes[-1] * 2 + 1)
+    return sizes
+
+
+def tokenize(js: bytes) -> tuple[list[Token], int]:
+    """Run jsmn over ``js``; returns the allocated tokens and jsmn's return value."""
+    tokens: list[Token] = []
+    toksuper = -1
+    pos = 0
+    n = len(js)
+    count = 0
+    while pos < n:
+        c = js[pos]
+        if c in (0x7B, 0x5B):  # { [
+            count += 1
+            tok = Token(TokenType.OBJECT if c == 0x7B else TokenType.ARRAY, start=pos)
+            tokens.append(tok)
+            if toksuper != -1:
+                tokens[toksuper].size += 1
+            toksuper = len(tokens) - 1
+        elif c in (0x7D, 0x5D):  # } ]
+            want = TokenType.OBJECT if c == 0x7D else TokenType.ARRAY
+            i = len(tokens) - 1
+            while i >= 0:
+                t = tokens[i]
+                if t.start != -1 and t.end == -1:
+                    if t.type != want:
+                        return tokens, JsmnError.INVAL
+                    toksuper = -1
+                    t.end = pos + 1
+                    break
+                i -= 1
+            if i == -1:
+                return tokens, JsmnError.INVAL
+            while i >= 0:
+                t = tokens[i]
+                if t.start != -1 and t.end == -1:
+                    toksuper = i
+                    break
+                i -= 1
+        elif c == 0x22:  # "
+            start = pos
+            pos += 1
+            closed = False
+            while pos < n:
+                ch = js[pos]
+                if ch == 0x22:
+                    tokens.append(Token(TokenType.STRING, start + 1, pos))
+                    closed = True
+                    break
+                if ch == 0x5C and pos + 1 < n:
+                    pos += 1
+                    esc = js[pos]
+                    if esc == 0x75:  # \uXXXX
+                        pos += 1
+                        i = 0
+                        while i < 4 and pos < n:
+                            if js[pos] not in _HEX:
+                                return tokens, JsmnError.INVAL
+                            pos += 1
+                            i += 1
+                        pos -= 1
+                    elif esc not in _ESCAPES:
+                        return tokens, JsmnError.INVAL
+                pos += 1
+            if not closed:
+                return tokens, JsmnError.PART
+            count += 1
+            if toksuper != -1:
+                tokens[toksuper].size += 1
+        elif c in (0x09, 0x0D, 0x0A, 0x20):
+            pass
+        elif c == 0x3A:  # :
+            toksuper = len(tokens) - 1
+        elif c == 0x2C:  # ,
+            if toksuper != -1 and tokens[toksuper].type not in (TokenType.ARRAY, TokenType.OBJECT):
+                for i in range(len(tokens) - 1, -1, -1):
+                    t = tokens[i]
+                    if t.type in (TokenType.ARRAY, TokenType.OBJECT) and t.start != -1 and t.end == -1:
+                        toksuper = i
+                        break
+        else:
+            start = pos
+            while pos < n:
+                ch = js[pos]
+                if ch in (0x3A, 0x09, 0x0D, 0x0A, 0x20, 0x2C, 0x5D, 0x7D):
+                    break
+                if ch < 32 or ch >= 127:
+                    return tokens, JsmnError.INVAL
+                pos += 1
+            tokens.append(Token(TokenType.PRIMITIVE, start, pos))
+            pos -= 1
+            count += 1
+            if toksuper != -1:
+                tokens[toksuper].size += 1
+        pos += 1
+    for t in reversed(tokens):
+        if t.start != -1 and t.end == -1:
+            return tokens, JsmnError.PART
+    return tokens, count
+
+
+@dataclass(frozen=True, slots=True)
+class ParsedRequest:
+    """The ``(key index, raw value)`` pairs in the order the firmware visits them."""
+
+    values: tuple[tuple[int, bytes], ...]
+    tokens: int
+
+    def last(self, key: int) -> bytes | None:
+        found = None
+        for k, v in self.values:
+            if k == key:
+                found = v
+        return found
+
+
+def parse_json_request(
+    body: bytes, keys: Sequence[bytes], types: Sequence[TokenType]
+) -> ParsedRequest | None:
+    """``JSONRequestCommand::parse_json_request``; ``None`` means "produce no JSON"."""
+    js = body.split(b"\x00", 1)[0]
+    tokens, ret = tokenize(js)
+    if ret < 0:
+        return None
+    ok = True
+    values: list[tuple[int, bytes]] = []
+    state = "START"
+    key = -1
+    expected = TokenType.OBJECT
+    i = 0
+    j = 1
+    while j > 0:
+        if i >= len(tokens):
+            return None  # the firmware would read an uninitialised token
+        t = tokens[i]
+        if t.type in (TokenType.ARRAY, TokenType.OBJECT):
+            j += t.size * 2
+        if state == "START":
+            state = "KEY"
+        elif state == "KEY":
+            state = "VALUE"
+            key = -1
+            text = js[t.start : t.end] if t.end >= t.start >= 0 else b""
+            for idx, name in enumerate(keys):
+                if text == name:
+                    expected = types[idx]
+                    key = idx
+            if key == -1:
+                ok = False
+        else:  # VALUE
+            if key != -1:
+                if t.type != expected:
+                    ok = False
+                else:
+                    values.append((key, js[t.start : t.end]))
+            state = "KEY"
+        i += 1
+        j -= 1
+    if not ok:
+        return None
+    return ParsedRequest(tuple(values), len(tokens))

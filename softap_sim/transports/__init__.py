@@ -1,0 +1,3 @@
+"""Thin asyncio transports: they move bytes between sockets and the sans-IO codecs."""
+
+from __future__ import annotations

@@ -1,0 +1,162 @@
+"""Asyncio transport for TCP port 5609.
+
+The device serves TCP clients strictly one at a time in a single thread, starting a
+connection when its first data arrives (softap-protocol.md §2). Connections that send
+data while another is being served wait in arrival order; a client that stalls
+mid-request blocks every other client, as on the device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import deque
+from collections.abc import Callable
+
+from firmware_model import Device
+from softap_sim.dispatch import CommandDispatcher
+from softap_sim.protocol.tcp import TcpConnection, TcpRequest, encode_tcp_reply
+
+log = logging.getLogger(__name__)
+
+
+class TcpDeviceServer:
+    """Owns the serving order of all TCP connections of one device."""
+
+    def __init__(
+        self,
+        dispatcher: CommandDispatcher,
+        device: Device,
+        on_error: Callable[[BaseException], None],
+    ) -> None:
+        self.dispatcher = dispatcher
+        self.device = device
+        self.on_error = on_error
+        self.current: _TcpProtocol | None = None
+        self.waiting: deque[_TcpProtocol] = deque()
+        self.connections: set[_TcpProtocol] = set()
+
+    def protocol_factory(self) -> _TcpProtocol:
+        return _TcpProtocol(self)
+
+    def ready(self, proto: _TcpProtocol) -> None:
+        """``proto`` received its first bytes: serve it now or queue it."""
+        if self.current is None:
+            self.current = proto
+            proto.serve()
+        elif proto is not self.current and proto not in self.waiting:
+            self.waiting.append(proto)
+
+    def finished(self, proto: _TcpProtocol) -> None:
+        if proto in self.waiting:
+            self.waiting.remove(proto)
+        if self.current is proto:
+            self.current = None
+            while self.waiting and self.current is None:
+                nxt = self.waiting.popleft()
+                self.current = nxt
+                nxt.serve()
+
+    def close_all(self) -> None:
+        for proto in list(self.connections):
+            proto.abort()
+
+
+class _TcpProtocol(asyncio.Protocol):
+    __slots__ = ("_buffer", "_eof", "_finished", "_serving", "codec", "peer", "server",
+                 "transport")
+
+    def __init__(self, server: TcpDeviceServer) -> None:
+        self.server = server
+        self.transport: asyncio.Transport | None = None
+        device = server.device
+        self.codec = TcpConnection(device.reads_body, device.can_allocate_body)
+        self.peer = "?"
+        self._buffer: list[bytes] = []
+        self._eof = False
+        self._serving = False
+        self._finished = False
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        peer = transport.get_extra_info("peername")
+        self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.server.connections.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        if self._finished:
+            return  # one request per connection: later bytes are discarded
+        if not self._serving:
+            self._buffer.append(data)
+            self.server.ready(self)
+            return
+        self._feed(data)
+
+    def eof_received(self) -> bool:
+        self._eof = True
+        if self._serving:
+            self._feed_eof()
+        elif not self._buffer:
+            self._finish()  # never sent data: the device never handles it
+        return True  # keep our side open so the reply can still be written
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.server.connections.discard(self)
+        self._finished = True
+        self.server.finished(self)
+
+    def serve(self) -> None:
+        self._serving = True
+        pending, self._buffer = self._buffer, []
+        for chunk in pending:
+            if self._finished:
+                return
+            self._feed(chunk)
+        if self._eof and not self._finished:
+            self._feed_eof()
+
+    def _feed(self, data: bytes) -> None:
+        try:
+            req = self.codec.receive_data(data)
+            if req is not None:
+                self._answer(req)
+        except Exception as err:  # an emulator bug: record it for check(), drop the client
+            self.server.on_error(err)
+            log.exception("tcp %s: internal error", self.peer)
+            self.abort()
+
+    def _feed_eof(self) -> None:
+        try:
+            req = self.codec.receive_eof()
+            if req is not None:
+                self._answer(req)
+            else:
+                self._close()
+        except Exception as err:
+            self.server.on_error(err)
+            log.exception("tcp %s: internal error", self.peer)
+            self.abort()
+
+    def _answer(self, req: TcpRequest) -> None:
+        reply = self.server.dispatcher.dispatch("tcp", self.peer, req.name, req.body)
+        out = encode_tcp_reply(reply)
+        assert self.transport is not None
+        if out:
+            self.transport.write(out)  # one write: the reply leaves as one segment
+        self._close()
+
+    def _close(self) -> None:
+        self._finish()
+        if self.transport is not None:
+            self.transport.close()
+
+    def _finish(self) -> None:
+        if not self._finished:
+            self._finished = True
+            self.server.finished(self)
+
+    def abort(self) -> None:
+        self._finish()
+        if self.transport is not None:
+            self.transport.abort()
