@@ -7,7 +7,7 @@ import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from firmware_model import RadioEnvironment, default_environment
+from firmware_model import DeviceIdentity, DeviceKey, RadioEnvironment, default_environment
 from firmware_model.device import LISTENING_FREE_HEAP_BYTES
 from firmware_model.eras import FirmwareEra
 from softap_sim.errors import ConfigError
@@ -56,3 +56,6 @@ class SimConfig:
     free_heap_bytes: int = LISTENING_FREE_HEAP_BYTES
     #: RSA modulus of a newly generated device key (the Photon uses 1024)
     key_bits: int = 1024
+    #: fixed identity / key for an in-memory device (``state_dir=None``), e.g. in tests
+    identity: DeviceIdentity | None = None
+    key: DeviceKey | None = None

@@ -93,11 +93,11 @@ class DeviceEmulator:
                 key_bits=cfg.key_bits,
             )
         else:
-            identity = DeviceIdentity.generate(
+            identity = cfg.identity or DeviceIdentity.generate(
                 rng, code_length=ERAS[cfg.firmware].device_code_length, ssid_prefix=cfg.ssid_prefix
             )
             dct = Dct(identity)
-            key = await asyncio.to_thread(DeviceKey.generate, cfg.key_bits)
+            key = cfg.key or await asyncio.to_thread(DeviceKey.generate, cfg.key_bits)
             self.created = True
         self._device = Device(dct, key, cfg.radio, cfg.firmware, free_heap_bytes=cfg.free_heap_bytes)
         self.dispatcher = CommandDispatcher(self._device, self._on_effect)
