@@ -120,8 +120,16 @@ def c_atoi(text: bytes) -> int:
 
 def json_unescape(s: bytes) -> bytes:
     """The device's own unescape for ``crt``/``ca`` (no ``\\u`` support; softap.cpp L38-109)."""
-    table = {ord('"'): b'"', ord("\\"): b"\\", ord("/"): b"/", ord("b"): b"\b",
-             ord("t"): b"\t", ord("n"): b"\n", ord("f"): b"\f", ord("r"): b"\r"}
+    table = {
+        ord('"'): b'"',
+        ord("\\"): b"\\",
+        ord("/"): b"/",
+        ord("b"): b"\b",
+        ord("t"): b"\t",
+        ord("n"): b"\n",
+        ord("f"): b"\f",
+        ord("r"): b"\r",
+    }
     out = bytearray()
     i = 0
     while i < len(s):

@@ -55,8 +55,20 @@ MAX_PRIVATE_KEY_BYTES = 2048
 LISTENING_FREE_HEAP_BYTES = 13_408
 
 _S, _P = TokenType.STRING, TokenType.PRIMITIVE
-CONFIGURE_KEYS = (b"idx", b"ssid", b"pwd", b"ch", b"sec", b"eap", b"oi", b"ii", b"crt", b"ek",
-                  b"key", b"ca")
+CONFIGURE_KEYS = (
+    b"idx",
+    b"ssid",
+    b"pwd",
+    b"ch",
+    b"sec",
+    b"eap",
+    b"oi",
+    b"ii",
+    b"crt",
+    b"ek",
+    b"key",
+    b"ca",
+)
 CONFIGURE_TYPES = (_P, _S, _S, _P, _P, _P, _S, _S, _S, _S, _S, _S)
 SET_KEYS = (b"k", b"v")
 SET_TYPES = (_S, _S)
@@ -116,7 +128,7 @@ class Device:
 
     def can_allocate_body(self, length: int) -> bool:
         """``malloc(length + 1)`` for the body copy; fails for garbage or huge lengths."""
-        return 0 <= length and length + 1 <= self.free_heap_bytes
+        return length >= 0 and length + 1 <= self.free_heap_bytes
 
     def execute(self, name: str, body: bytes | None = b"") -> Reply:
         """Run one command. ``body`` is ``None`` when reading or allocating it failed."""
@@ -266,8 +278,14 @@ class Device:
             return result_reply(decrypt_result)
         enterprise = None
         if eap_type:
-            enterprise = EnterpriseConfig(eap_type, outer[:MAX_IDENTITY_BYTES],
-                                          inner[:MAX_IDENTITY_BYTES], cert, ca, Secret(private_key))
+            enterprise = EnterpriseConfig(
+                eap_type,
+                outer[:MAX_IDENTITY_BYTES],
+                inner[:MAX_IDENTITY_BYTES],
+                cert,
+                ca,
+                Secret(private_key),
+            )
         r = self._set_credentials(ssid, password, family, channel, enterprise)
         if r != 0:
             return result_reply(r)
@@ -276,8 +294,10 @@ class Device:
     @staticmethod
     def _decrypt_private_key(hex_text: bytes, ekey: bytes) -> bytes:
         """AES-128-CBC of the hex ``key`` with ``ek`` = key || IV; no unpadding."""
-        data = b"".join(hex_decode(hex_text[i : i + 32], 16).ljust(16, b"\x00")
-                        for i in range(0, len(hex_text), 32))
+        data = b"".join(
+            hex_decode(hex_text[i : i + 32], 16).ljust(16, b"\x00")
+            for i in range(0, len(hex_text), 32)
+        )
         return aes128_cbc_decrypt_blocks(ekey[:16], ekey[16:32], data)[: len(hex_text) // 2]
 
     def _set_credentials(
@@ -307,9 +327,7 @@ class Device:
             return WLAN_INVALID_KEY_LENGTH
         if enterprise is not None and not _enterprise_valid(enterprise, password):
             return ENTERPRISE_INVALID
-        self.dct.credentials.add(
-            WifiCredential(ssid, Secret(password), wiced, channel, enterprise)
-        )
+        self.dct.credentials.add(WifiCredential(ssid, Secret(password), wiced, channel, enterprise))
         self.credentials_changed = True
         return 0
 
@@ -342,7 +360,10 @@ class Device:
 
 def _enterprise_valid(e: EnterpriseConfig, password: bytes) -> bool:
     """``check_enterprise_credentials``: what PEAP and EAP-TLS each need."""
-    if len(e.client_certificate) >= MAX_CERTIFICATE_BYTES or len(e.ca_certificate) >= MAX_CERTIFICATE_BYTES:
+    if (
+        len(e.client_certificate) >= MAX_CERTIFICATE_BYTES
+        or len(e.ca_certificate) >= MAX_CERTIFICATE_BYTES
+    ):
         return False
     if len(e.private_key.value) >= MAX_PRIVATE_KEY_BYTES:
         return False

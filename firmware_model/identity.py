@@ -30,7 +30,9 @@ class DeviceIdentity:
 
     def __post_init__(self) -> None:
         if len(self.device_id) != DEVICE_ID_BYTES:
-            raise DctFormatError(f"device id must be {DEVICE_ID_BYTES} bytes, got {len(self.device_id)}")
+            raise DctFormatError(
+                f"device id must be {DEVICE_ID_BYTES} bytes, got {len(self.device_id)}"
+            )
         if len(self.device_code) not in (4, 6) or any(
             c not in DEVICE_CODE_ALPHABET for c in self.device_code
         ):

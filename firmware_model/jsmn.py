@@ -130,7 +130,11 @@ def tokenize(js: bytes) -> tuple[list[Token], int]:
             if toksuper != -1 and tokens[toksuper].type not in (TokenType.ARRAY, TokenType.OBJECT):
                 for i in range(len(tokens) - 1, -1, -1):
                     t = tokens[i]
-                    if t.type in (TokenType.ARRAY, TokenType.OBJECT) and t.start != -1 and t.end == -1:
+                    if (
+                        t.type in (TokenType.ARRAY, TokenType.OBJECT)
+                        and t.start != -1
+                        and t.end == -1
+                    ):
                         toksuper = i
                         break
         else:

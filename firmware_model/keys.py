@@ -17,7 +17,8 @@ from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 from firmware_model.eras import CryptoErrors
 from firmware_model.errors import DctFormatError
 
-#: bytes of the DCT public-key area that ``public-key`` prints (``EXTERNAL_FLASH_SERVER_PUBLIC_KEY_LENGTH``)
+#: bytes of the DCT public-key area that ``public-key`` prints
+#: (``EXTERNAL_FLASH_SERVER_PUBLIC_KEY_LENGTH``)
 PUBLIC_KEY_AREA_BYTES = 294
 #: the firmware's hex-decode buffer for ``pwd``/``ek`` (``decrypt()`` in softap.cpp)
 CIPHERTEXT_BUFFER_BYTES = 256
@@ -122,7 +123,9 @@ class DeviceKey:
         c = int.from_bytes(block, "big")
         if c >= self._n:
             if errors is CryptoErrors.MBEDTLS:
-                return DecryptResult(error=MBEDTLS_ERR_RSA_PRIVATE_FAILED + MBEDTLS_ERR_MPI_BAD_INPUT_DATA)
+                return DecryptResult(
+                    error=MBEDTLS_ERR_RSA_PRIVATE_FAILED + MBEDTLS_ERR_MPI_BAD_INPUT_DATA
+                )
             return DecryptResult(error=TROPICSSL_ERR_RSA_BAD_INPUT_DATA)
         em = self._private_op(c).to_bytes(k, "big")
         if errors is CryptoErrors.MBEDTLS:
@@ -166,5 +169,7 @@ def aes128_cbc_decrypt_blocks(key: bytes, iv: bytes, data: bytes) -> bytes:
     usable = len(data) - len(data) % 16
     if usable == 0:
         return b""
-    decryptor = Cipher(algorithms.AES(key.ljust(16, b"\x00")[:16]), modes.CBC(iv.ljust(16, b"\x00")[:16])).decryptor()
+    decryptor = Cipher(
+        algorithms.AES(key.ljust(16, b"\x00")[:16]), modes.CBC(iv.ljust(16, b"\x00")[:16])
+    ).decryptor()
     return decryptor.update(data[:usable]) + decryptor.finalize()

@@ -38,8 +38,17 @@ class AccessPoint:
     @classmethod
     def from_mapping(cls, data: Mapping[str, Any], *, index: int = 0) -> AccessPoint:
         """Build from a networks-file table; raises ``ValueError`` naming the bad field."""
-        known = {"ssid", "security", "channel", "rssi", "mdr", "max_data_rate", "bssid",
-                 "password", "hidden"}
+        known = {
+            "ssid",
+            "security",
+            "channel",
+            "rssi",
+            "mdr",
+            "max_data_rate",
+            "bssid",
+            "password",
+            "hidden",
+        }
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"network #{index + 1}: unknown key(s) {sorted(unknown)}")
@@ -114,20 +123,64 @@ def default_environment() -> RadioEnvironment:
     """
     return RadioEnvironment(
         [
-            AccessPoint(b"guest", sec.WPA2_MIXED_PSK, 6, -52, 144400, "a4:2b:b0:11:22:01",
-                        Secret(b"guest-password")),
+            AccessPoint(
+                b"guest",
+                sec.WPA2_MIXED_PSK,
+                6,
+                -52,
+                144400,
+                "a4:2b:b0:11:22:01",
+                Secret(b"guest-password"),
+            ),
             AccessPoint(b"Cafe", sec.OPEN, 11, -71, 54000, "a4:2b:b0:11:22:02"),
-            AccessPoint(b"HomeNetwork", sec.WPA2_AES_PSK, 1, -45, 144400, "5c:96:9d:33:44:01",
-                        Secret(b"correct horse battery staple")),
-            AccessPoint(b"Office-5F", sec.WPA_MIXED_PSK, 6, -67, 54000, "5c:96:9d:33:44:02",
-                        Secret(b"office-secret-2024")),
-            AccessPoint(b"OldRouter", sec.WEP_PSK, 3, -80, 11000, "00:14:bf:55:66:01",
-                        Secret(b"abcde")),
-            AccessPoint(b"Caf\xc3\xa9-Net", sec.WPA2_AES_PSK, 9, -63, 72200, "a4:2b:b0:11:22:03",
-                        Secret(b"croissant-au-beurre")),
-            AccessPoint(b"Hidden-Lab", sec.WPA2_AES_PSK, 11, -70, 72200, "a4:2b:b0:11:22:04",
-                        Secret(b"hidden-network-pw"), hidden=True),
-            AccessPoint(b"guest", sec.WPA2_MIXED_PSK, 11, -74, 144400, "a4:2b:b0:11:22:05",
-                        Secret(b"guest-password")),
+            AccessPoint(
+                b"HomeNetwork",
+                sec.WPA2_AES_PSK,
+                1,
+                -45,
+                144400,
+                "5c:96:9d:33:44:01",
+                Secret(b"correct horse battery staple"),
+            ),
+            AccessPoint(
+                b"Office-5F",
+                sec.WPA_MIXED_PSK,
+                6,
+                -67,
+                54000,
+                "5c:96:9d:33:44:02",
+                Secret(b"office-secret-2024"),
+            ),
+            AccessPoint(
+                b"OldRouter", sec.WEP_PSK, 3, -80, 11000, "00:14:bf:55:66:01", Secret(b"abcde")
+            ),
+            AccessPoint(
+                b"Caf\xc3\xa9-Net",
+                sec.WPA2_AES_PSK,
+                9,
+                -63,
+                72200,
+                "a4:2b:b0:11:22:03",
+                Secret(b"croissant-au-beurre"),
+            ),
+            AccessPoint(
+                b"Hidden-Lab",
+                sec.WPA2_AES_PSK,
+                11,
+                -70,
+                72200,
+                "a4:2b:b0:11:22:04",
+                Secret(b"hidden-network-pw"),
+                hidden=True,
+            ),
+            AccessPoint(
+                b"guest",
+                sec.WPA2_MIXED_PSK,
+                11,
+                -74,
+                144400,
+                "a4:2b:b0:11:22:05",
+                Secret(b"guest-password"),
+            ),
         ]
     )

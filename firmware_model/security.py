@@ -116,4 +116,6 @@ def parse_security(value: int | str) -> int:
         return int(key, 0)
     except ValueError:
         names = ", ".join(sorted(SECURITY_NAMES))
-        raise ValueError(f"unknown security {value!r}; use a WICED integer or one of: {names}") from None
+        raise ValueError(
+            f"unknown security {value!r}; use a WICED integer or one of: {names}"
+        ) from None

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from firmware_model import default_environment
 from firmware_model.eras import FirmwareEra
 from softap_sim import __version__
 from softap_sim.config import SimConfig, default_state_dir, load_networks
@@ -64,35 +65,66 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument("--host", default="127.0.0.1",
-                     help="address to listen on (a real device uses 192.168.0.1)")
-    run.add_argument("--tcp-port", type=_port, default=DEFAULT_TCP_PORT,
-                     help="TCP protocol port; 0 picks a free port")
-    run.add_argument("--http-port", type=_port, default=DEFAULT_HTTP_PORT,
-                     help="HTTP port (80 on a real device; needs privileges); 0 picks a free port")
-    run.add_argument("--state-dir", type=Path, default=None,
-                     help=f"device state directory (default: {default_state_dir()})")
-    run.add_argument("--networks", type=Path, default=None, metavar="FILE",
-                     help="TOML file of simulated access points ([[network]] tables); "
-                          "default: a built-in neighbourhood")
-    run.add_argument("--firmware", type=_era, default=FirmwareEra.CURRENT, metavar="VERSION",
-                     help="device-os version whose SoftAP behaviour to emulate, e.g. 1.5.2, "
-                          "0.6.4, 0.4.9 (eras: 0.4.0, 0.4.4, 0.5.0, 0.7.0-3.3.x)")
-    run.add_argument("--ssid-prefix", default="Photon",
-                     help="SSID prefix used when a new device is created")
-    run.add_argument("-v", "--verbose", action="count", default=0,
-                     help="more logging (-v: every command, -vv: wire details)")
+    run.add_argument(
+        "--host", default="127.0.0.1", help="address to listen on (a real device uses 192.168.0.1)"
+    )
+    run.add_argument(
+        "--tcp-port",
+        type=_port,
+        default=DEFAULT_TCP_PORT,
+        help="TCP protocol port; 0 picks a free port",
+    )
+    run.add_argument(
+        "--http-port",
+        type=_port,
+        default=DEFAULT_HTTP_PORT,
+        help="HTTP port (80 on a real device; needs privileges); 0 picks a free port",
+    )
+    run.add_argument(
+        "--state-dir",
+        type=Path,
+        default=None,
+        help=f"device state directory (default: {default_state_dir()})",
+    )
+    run.add_argument(
+        "--networks",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="TOML file of simulated access points ([[network]] tables); "
+        "default: a built-in neighbourhood",
+    )
+    run.add_argument(
+        "--firmware",
+        type=_era,
+        default=FirmwareEra.CURRENT,
+        metavar="VERSION",
+        help="device-os version whose SoftAP behaviour to emulate, e.g. 1.5.2, "
+        "0.6.4, 0.4.9 (eras: 0.4.0, 0.4.4, 0.5.0, 0.7.0-3.3.x)",
+    )
+    run.add_argument(
+        "--ssid-prefix", default="Photon", help="SSID prefix used when a new device is created"
+    )
+    run.add_argument(
+        "-v",
+        "--verbose",
+        action="count",
+        default=0,
+        help="more logging (-v: every command, -vv: wire details)",
+    )
     return parser
 
 
 def _banner(emu: DeviceEmulator, state_dir: Path) -> str:
     dev = emu.device
     host, tcp_port = emu.tcp_address
+    claimed = "yes" if dev.dct.claimed else "no"
+    nc = f"printf 'device-id\\n0\\n\\n' | nc {host} {tcp_port}"
     lines = [
         f"softap-sim {__version__}: device in listening mode (firmware {dev.era.value} era)",
         f"  SSID       {emu.ssid}",
-        f"  device id  {dev.dct.identity.device_id_hex}  (claimed: {'yes' if dev.dct.claimed else 'no'})",
-        f"  TCP        {host}:{tcp_port}   e.g.  printf 'device-id\\n0\\n\\n' | nc {host} {tcp_port}",
+        f"  device id  {dev.dct.identity.device_id_hex}  (claimed: {claimed})",
+        f"  TCP        {host}:{tcp_port}   e.g.  {nc}",
     ]
     if dev.profile.http:
         lines.append(f"  HTTP       {emu.http_url}   e.g.  curl {emu.url_for('/device-id')}")
@@ -101,7 +133,7 @@ def _banner(emu: DeviceEmulator, state_dir: Path) -> str:
     lines += [
         f"  state      {state_dir}{'  (new device)' if emu.created else ''}",
         f"  networks   {len(dev.radio.access_points)} simulated access points",
-        "  clients    new SoftAPSetup({host: '%s', port: %d, protocol: 'tcp'})" % (host, tcp_port),
+        f"  clients    new SoftAPSetup({{host: '{host}', port: {tcp_port}, protocol: 'tcp'}})",
         "Press Ctrl-C to stop.",
     ]
     return "\n".join(lines)
@@ -109,10 +141,10 @@ def _banner(emu: DeviceEmulator, state_dir: Path) -> str:
 
 async def _run(args: argparse.Namespace) -> int:
     state_dir: Path = args.state_dir or default_state_dir()
-    radio = load_networks(args.networks) if args.networks else None
-    kwargs = {} if radio is None else {"radio": radio}
-    config = SimConfig(state_dir=state_dir, firmware=args.firmware, ssid_prefix=args.ssid_prefix,
-                       **kwargs)  # type: ignore[arg-type]
+    radio = load_networks(args.networks) if args.networks else default_environment()
+    config = SimConfig(
+        state_dir=state_dir, firmware=args.firmware, ssid_prefix=args.ssid_prefix, radio=radio
+    )
     emu = DeviceEmulator(config, host=args.host, tcp_port=args.tcp_port, http_port=args.http_port)
     try:
         await emu.start()
@@ -140,8 +172,10 @@ async def _run(args: argparse.Namespace) -> int:
         stopper = asyncio.ensure_future(stop.wait())
         await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
         if emu.setup_complete.is_set():
-            print("connect-ap received: access point down (setup complete). "
-                  "Press Ctrl-C to exit.", flush=True)
+            print(
+                "connect-ap received: access point down (setup complete). Press Ctrl-C to exit.",
+                flush=True,
+            )
             await stopper
         for t in (done, stopper):
             t.cancel()
@@ -158,7 +192,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    level = logging.WARNING if args.verbose == 0 else logging.INFO if args.verbose == 1 else logging.DEBUG
+    level = (
+        logging.WARNING
+        if args.verbose == 0
+        else logging.INFO
+        if args.verbose == 1
+        else logging.DEBUG
+    )
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     if args.verbose == 0:
         logging.getLogger("softap_sim.dispatch").setLevel(logging.INFO)

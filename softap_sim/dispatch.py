@@ -31,8 +31,14 @@ class CommandDispatcher:
         self.served[transport] += 1
         if log.isEnabledFor(logging.INFO):
             shown = reply.body if name != "public-key" else b"<public key>"
-            log.info("%s %s %s -> %s %s", transport, peer, name, reply.kind.value,
-                     shown[:120].decode("utf-8", "replace"))
+            log.info(
+                "%s %s %s -> %s %s",
+                transport,
+                peer,
+                name,
+                reply.kind.value,
+                shown[:120].decode("utf-8", "replace"),
+            )
             if log.isEnabledFor(logging.DEBUG) and body:
                 log.debug("%s %s %s request body %r", transport, peer, name, sanitize(name, body))
         for effect in reply.effects:

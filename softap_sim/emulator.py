@@ -97,9 +97,14 @@ class DeviceEmulator:
                 rng, code_length=ERAS[cfg.firmware].device_code_length, ssid_prefix=cfg.ssid_prefix
             )
             dct = Dct(identity)
-            key = cfg.key or await asyncio.to_thread(DeviceKey.generate, cfg.key_bits)
+            if cfg.key is not None:
+                key = cfg.key
+            else:
+                key = await asyncio.to_thread(DeviceKey.generate, cfg.key_bits)
             self.created = True
-        self._device = Device(dct, key, cfg.radio, cfg.firmware, free_heap_bytes=cfg.free_heap_bytes)
+        self._device = Device(
+            dct, key, cfg.radio, cfg.firmware, free_heap_bytes=cfg.free_heap_bytes
+        )
         self.dispatcher = CommandDispatcher(self._device, self._on_effect)
         await self._open_access_point()
         self._started = True
@@ -125,8 +130,12 @@ class DeviceEmulator:
             await self._close_listeners()
             raise
         self.setup_complete.clear()
-        log.info("access point %s up: tcp %s, http %s", self.ssid, self._tcp_port_str(),
-                 self._http_port_str())
+        log.info(
+            "access point %s up: tcp %s, http %s",
+            self.ssid,
+            self._tcp_port_str(),
+            self._http_port_str(),
+        )
 
     async def _close_listeners(self) -> None:
         for server in (self._http_server, self._tcp_server):

@@ -39,17 +39,27 @@ def spec_radio() -> RadioEnvironment:
     """The two networks of the spec's scan-ap example, plus a hidden one."""
     return RadioEnvironment(
         [
-            AccessPoint(b"guest", sec.WPA2_MIXED_PSK, 6, -52, 144400,
-                        password=Secret(b"guest-password")),
+            AccessPoint(
+                b"guest", sec.WPA2_MIXED_PSK, 6, -52, 144400, password=Secret(b"guest-password")
+            ),
             AccessPoint(b"Cafe", sec.OPEN, 11, -71, 54000),
-            AccessPoint(b"Hidden", sec.WPA2_AES_PSK, 3, -60, 72200, hidden=True,
-                        password=Secret(b"hidden-password")),
+            AccessPoint(
+                b"Hidden",
+                sec.WPA2_AES_PSK,
+                3,
+                -60,
+                72200,
+                hidden=True,
+                password=Secret(b"hidden-password"),
+            ),
         ]
     )
 
 
 @pytest.fixture
-def device(device_key: DeviceKey, spec_identity: DeviceIdentity, spec_radio: RadioEnvironment) -> Device:
+def device(
+    device_key: DeviceKey, spec_identity: DeviceIdentity, spec_radio: RadioEnvironment
+) -> Device:
     return Device(Dct(spec_identity), device_key, spec_radio)
 
 

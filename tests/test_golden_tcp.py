@@ -29,17 +29,21 @@ def frame(name: str, body: bytes = b"") -> bytes:
     ("request_bytes", "expected"),
     [
         pytest.param(b"version\n0\n\n", b'\n\n{"v":2}', id="version"),
-        pytest.param(b"device-id\n0\n\n",
-                     b'\n\n{"id":"' + SPEC_DEVICE_ID.encode() + b'","c":"0"}', id="device-id"),
+        pytest.param(
+            b"device-id\n0\n\n",
+            b'\n\n{"id":"' + SPEC_DEVICE_ID.encode() + b'","c":"0"}',
+            id="device-id",
+        ),
         pytest.param(
             b"scan-ap\n0\n\n",
             b'\n\n{"scans":[{"ssid":"guest","rssi":-52,"sec":4194310,"ch":6,"mdr":144400},'
             b'{"ssid":"Cafe","rssi":-71,"sec":0,"ch":11,"mdr":54000}]}',
             id="scan-ap-hidden-skipped",
         ),
-        pytest.param(b"connect-ap\n9\n\n{\"idx\":0}", b'\n\n{"r":0}', id="connect-ap"),
-        pytest.param(frame("set", b'{"k":"cc","v":"' + CLAIM_CODE.encode() + b'"}'),
-                     b'\n\n{"r":0}', id="set"),
+        pytest.param(b'connect-ap\n9\n\n{"idx":0}', b'\n\n{"r":0}', id="connect-ap"),
+        pytest.param(
+            frame("set", b'{"k":"cc","v":"' + CLAIM_CODE.encode() + b'"}'), b'\n\n{"r":0}', id="set"
+        ),
         pytest.param(frame("set", b'{"k":"xx","v":"y"}'), b'\n\n{"r":-1}', id="set-unknown-key"),
         pytest.param(frame("set", b'{"k":"cc","v":5}'), b"\n\n", id="set-number-no-json"),
         pytest.param(frame("set", b'{"k":"cc","v":"a","z":"1"}'), b"\n\n", id="unknown-json-key"),
@@ -54,7 +58,9 @@ def frame(name: str, body: bytes = b"") -> bytes:
         pytest.param(b"version\x000\n\n", b'\n\n{"v":2}', id="nul-ends-name"),
         pytest.param(b"set\n99999999999\n\n", b"\n\n", id="huge-length-alloc-fails"),
         pytest.param(b"set\n-5\n\n", b"\n\n", id="negative-length"),
-        pytest.param(b"version\n0\n\nversion\n0\n\n", b'\n\n{"v":2}', id="one-request-per-connection"),
+        pytest.param(
+            b"version\n0\n\nversion\n0\n\n", b'\n\n{"v":2}', id="one-request-per-connection"
+        ),
     ],
 )
 async def test_tcp_reply_bytes(
@@ -83,8 +89,9 @@ async def test_public_key_layout(emulator: DeviceEmulator) -> None:
 @pytest.mark.asyncio
 async def test_configure_ap_stores_decrypted_password(emulator: DeviceEmulator) -> None:
     key = emulator.device.key
-    body = ('{"idx":0,"ssid":"guest","sec":4194310,"ch":7,"pwd":"%s"}'
-            % encrypt(key, b"guest-password")).encode()
+    body = (
+        '{"idx":0,"ssid":"guest","sec":4194310,"ch":7,"pwd":"%s"}' % encrypt(key, b"guest-password")
+    ).encode()
     assert len(body) == 310  # the spec's example request
     assert await tcp_exchange(emulator.tcp_address, frame("configure-ap", body)) == b'\n\n{"r":0}'
     [cred] = emulator.device.dct.credentials
@@ -165,7 +172,7 @@ async def test_stalled_client_blocks_other_clients(emulator: DeviceEmulator) -> 
 async def test_connect_ap_takes_access_point_down(emulator: DeviceEmulator) -> None:
     import asyncio
 
-    reply = await tcp_exchange(emulator.tcp_address, b"connect-ap\n9\n\n{\"idx\":0}")
+    reply = await tcp_exchange(emulator.tcp_address, b'connect-ap\n9\n\n{"idx":0}')
     assert reply == b'\n\n{"r":0}'
     await asyncio.wait_for(emulator.setup_complete.wait(), 5)
     assert not emulator.ap_up

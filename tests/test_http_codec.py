@@ -42,22 +42,25 @@ def test_body_longer_than_content_length_is_cut() -> None:
 
 
 def test_no_content_length_ignores_body() -> None:
-    req = conn().receive_segment(b"POST /set HTTP/1.1\r\nHost: x\r\n\r\n{\"k\":1}")
+    req = conn().receive_segment(b'POST /set HTTP/1.1\r\nHost: x\r\n\r\n{"k":1}')
     assert req is not None
     assert req.body == b""
 
 
 def test_chunked_request_body_passed_raw() -> None:
     req = conn().receive_segment(
-        b"POST /set HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n")
+        b"POST /set HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n0\r\n\r\n"
+    )
     assert req is not None
     assert req.body == b"5\r\nhello\r\n0\r\n\r\n"
 
 
 def test_lower_case_header_names_are_invisible() -> None:
     c = conn()
-    req = c.receive_segment(b"POST /set HTTP/1.1\r\ncontent-type: application/json\r\n"
-                            b"content-length: 2\r\nconnection: close\r\n\r\n{}")
+    req = c.receive_segment(
+        b"POST /set HTTP/1.1\r\ncontent-type: application/json\r\n"
+        b"content-length: 2\r\nconnection: close\r\n\r\n{}"
+    )
     assert req is not None
     assert req.route is not None  # the gating header was not seen
     assert req.body == b""  # nor was the length

@@ -41,25 +41,39 @@ def configure(device: Device, **fields: object) -> bytes:
 @pytest.mark.parametrize(
     ("fields", "expected"),
     [
-        pytest.param({"ssid": "guest", "sec": 4194310, "pw": b"guest-password"}, b'{"r":0}',
-                     id="wpa2-in-range"),
-        pytest.param({"ssid": "guest", "sec": 4194310, "pw": b"guest"}, b'{"r":-4}',
-                     id="wpa2-short-key"),
-        pytest.param({"ssid": "guest", "sec": 4194310, "pw": b"x" * 65}, b'{"r":-4}',
-                     id="wpa2-long-key"),
-        pytest.param({"ssid": "nowhere", "sec": 4194310, "pw": b"guest"}, b'{"r":-2}',
-                     id="wpa2-not-in-range-before-key-check"),
-        pytest.param({"ssid": "Hidden", "sec": 4194308, "pw": b"hidden-password"}, b'{"r":-2}',
-                     id="hidden-wpa2-cannot-be-configured"),
+        pytest.param(
+            {"ssid": "guest", "sec": 4194310, "pw": b"guest-password"},
+            b'{"r":0}',
+            id="wpa2-in-range",
+        ),
+        pytest.param(
+            {"ssid": "guest", "sec": 4194310, "pw": b"guest"}, b'{"r":-4}', id="wpa2-short-key"
+        ),
+        pytest.param(
+            {"ssid": "guest", "sec": 4194310, "pw": b"x" * 65}, b'{"r":-4}', id="wpa2-long-key"
+        ),
+        pytest.param(
+            {"ssid": "nowhere", "sec": 4194310, "pw": b"guest"},
+            b'{"r":-2}',
+            id="wpa2-not-in-range-before-key-check",
+        ),
+        pytest.param(
+            {"ssid": "Hidden", "sec": 4194308, "pw": b"hidden-password"},
+            b'{"r":-2}',
+            id="hidden-wpa2-cannot-be-configured",
+        ),
         pytest.param({"sec": 0}, b'{"r":-3}', id="missing-ssid"),
         pytest.param({"ssid": "x" * 33, "sec": 0}, b'{"r":-3}', id="ssid-too-long"),
         pytest.param({"ssid": "Cafe"}, b'{"r":0}', id="open-without-sec"),
         pytest.param({"ssid": "anything", "sec": 1, "pw": b"abcd"}, b'{"r":-4}', id="wep-short"),
-        pytest.param({"ssid": "anything", "sec": 1, "pw": b"abcde"}, b'{"r":0}',
-                     id="wep-no-sniffing"),
+        pytest.param(
+            {"ssid": "anything", "sec": 1, "pw": b"abcde"}, b'{"r":0}', id="wep-no-sniffing"
+        ),
     ],
 )
-def test_configure_ap_validation(device: Device, fields: dict[str, object], expected: bytes) -> None:
+def test_configure_ap_validation(
+    device: Device, fields: dict[str, object], expected: bytes
+) -> None:
     f = dict(fields)
     pw = f.pop("pw", None)
     if isinstance(pw, bytes):
@@ -70,8 +84,10 @@ def test_configure_ap_validation(device: Device, fields: dict[str, object], expe
 
 
 def test_configure_ap_learns_security_from_scan(device: Device) -> None:
-    assert configure(device, ssid="guest", sec=4194304, pwd=enc(device.key, b"guest-password")) \
+    assert (
+        configure(device, ssid="guest", sec=4194304, pwd=enc(device.key, b"guest-password"))
         == b'{"r":0}'
+    )
     assert device.dct.credentials[0].security == sec.WPA2_MIXED_PSK
 
 
@@ -127,15 +143,16 @@ def test_only_one_enterprise_network() -> None:
     [
         pytest.param(b'{"k":"cc","v":"CODE"}', b'{"r":0}', b"CODE", id="plain"),
         pytest.param(b'{"k":"ccX","v":"CODE"}', b'{"r":0}', b"CODE", id="key-cut-to-2"),
-        pytest.param(b'{"k":"cc","v":"' + b"A" * 70 + b'"}', b'{"r":0}', b"A" * 63,
-                     id="value-cut-to-63"),
+        pytest.param(
+            b'{"k":"cc","v":"' + b"A" * 70 + b'"}', b'{"r":0}', b"A" * 63, id="value-cut-to-63"
+        ),
         pytest.param(b'{k:"cc",v:"CODE"}', b'{"r":0}', b"CODE", id="unquoted-keys-accepted"),
-        pytest.param(b'{k:cc,v:CODE}', b"", b"", id="unquoted-value-is-primitive"),
+        pytest.param(b"{k:cc,v:CODE}", b"", b"", id="unquoted-value-is-primitive"),
         pytest.param(b'{"k":"cc","v":"a\\/b"}', b'{"r":0}', b"a\\/b", id="escapes-kept-raw"),
         pytest.param(b'{"k":"","v":"x"}', b'{"r":-1}', b"", id="empty-key"),
         pytest.param(b'{"k":"cc","v":""}', b'{"r":-1}', b"", id="empty-value"),
         pytest.param(b'"just a string"', b'{"r":-1}', b"", id="top-level-string"),
-        pytest.param(b'{}', b'{"r":-1}', b"", id="empty-object"),
+        pytest.param(b"{}", b'{"r":-1}', b"", id="empty-object"),
         pytest.param(b'{"k":"cc","v":["x"]}', b"", b"", id="array-value-no-json"),
         pytest.param(b'{"K":"cc","v":"x"}', b"", b"", id="keys-case-sensitive"),
         pytest.param(b'{"k":"cc","v":"x\\q"}', b"", b"", id="invalid-escape"),
@@ -165,11 +182,13 @@ def test_connect_ap_effect(device: Device) -> None:
 
 
 def test_scan_ssid_raw_and_cut(device_key: DeviceKey) -> None:
-    radio = RadioEnvironment([
-        AccessPoint(b'say "hi"\\', sec.OPEN, 1, -40, 54000),
-        AccessPoint(b"x" * 40, sec.OPEN, 1, -40, 54000),
-        AccessPoint(b"nul\x00tail", sec.OPEN, 1, -40, 54000),
-    ])
+    radio = RadioEnvironment(
+        [
+            AccessPoint(b'say "hi"\\', sec.OPEN, 1, -40, 54000),
+            AccessPoint(b"x" * 40, sec.OPEN, 1, -40, 54000),
+            AccessPoint(b"nul\x00tail", sec.OPEN, 1, -40, 54000),
+        ]
+    )
     d = Device(Dct(DeviceIdentity(bytes(12), "ABCDEF")), device_key, radio)
     body = d.execute("scan-ap").body
     assert b'"ssid":"say "hi"\\"' in body  # unescaped, as the firmware writes it
@@ -185,8 +204,9 @@ def test_empty_scan(device_key: DeviceKey) -> None:
 def test_legacy_era_configure(device: Device) -> None:
     device.profile = replace(device.profile, enterprise_keys=False)
     legacy = Device(device.dct, device.key, device.radio, FirmwareEra.V0_5_0)
-    body = ('{"idx":0,"ssid":"nowhere","sec":4194310,"ch":7,"pwd":"%s"}'
-            % enc(device.key, b"x")).encode()
+    body = (
+        '{"idx":0,"ssid":"nowhere","sec":4194310,"ch":7,"pwd":"%s"}' % enc(device.key, b"x")
+    ).encode()
     assert legacy.execute("configure-ap", body).body == b'{"r":0}'  # no validation
     assert legacy.dct.credentials[0].security == 4194310  # verbatim
     eap = b'{"ssid":"x","eap":25}'
@@ -196,8 +216,10 @@ def test_legacy_era_configure(device: Device) -> None:
 
 
 def test_enterprise_peap(device: Device) -> None:
-    body = ('{"idx":0,"ssid":"Corp","sec":37748740,"eap":25,"ii":"alice","oi":"anon",'
-            '"pwd":"%s"}' % enc(device.key, b"alice-pw")).encode()
+    body = (
+        '{"idx":0,"ssid":"Corp","sec":37748740,"eap":25,"ii":"alice","oi":"anon",'
+        '"pwd":"%s"}' % enc(device.key, b"alice-pw")
+    ).encode()
     # WPA2-Enterprise needs the network in range
     device.radio.access_points.append(AccessPoint(b"Corp", sec.WPA2_AES_ENT, 1, -50, 54000))
     assert device.execute("configure-ap", body).body == b'{"r":0}'
@@ -216,8 +238,10 @@ def test_enterprise_tls_private_key_decrypted(device: Device) -> None:
     pem = b"-----BEGIN PRIVATE KEY-----\nMII...\n-----END PRIVATE KEY-----\n"
     padded = pem + bytes([16 - len(pem) % 16]) * (16 - len(pem) % 16)
     ct = Cipher(algorithms.AES(aes_key), modes.CBC(iv)).encryptor().update(padded)
-    body = ('{"ssid":"Corp","sec":37748740,"eap":13,"crt":"-----BEGIN CERT-----\\nabc\\n",'
-            '"key":"%s","ek":"%s"}' % (ct.hex(), enc(device.key, aes_key + iv))).encode()
+    body = (
+        '{"ssid":"Corp","sec":37748740,"eap":13,"crt":"-----BEGIN CERT-----\\nabc\\n",'
+        '"key":"%s","ek":"%s"}' % (ct.hex(), enc(device.key, aes_key + iv))
+    ).encode()
     assert device.execute("configure-ap", body).body == b'{"r":0}'
     ent = device.dct.credentials[0].enterprise
     assert ent is not None
@@ -238,7 +262,8 @@ def test_device_code_alphabet_and_bits() -> None:
     assert device_code_from_random(1) == "322222"
     assert device_code_from_random(31 << 5, 4) == "2Z22"
     ident = DeviceIdentity.generate(random.Random(7))
-    assert ident.ssid.startswith("Photon-") and len(ident.device_code) == 6
+    assert ident.ssid.startswith("Photon-")
+    assert len(ident.device_code) == 6
 
 
 def test_secret_repr_hides_value() -> None:
@@ -250,9 +275,15 @@ def test_secret_repr_hides_value() -> None:
 
 @pytest.mark.parametrize(
     ("text", "era"),
-    [("1.5.2", FirmwareEra.CURRENT), ("0.7.0", FirmwareEra.CURRENT), ("3.3.1", FirmwareEra.CURRENT),
-     ("0.6.4", FirmwareEra.V0_5_0), ("0.4.9", FirmwareEra.V0_4_4), ("0.4.1", FirmwareEra.V0_4_0),
-     ("current", FirmwareEra.CURRENT)],
+    [
+        ("1.5.2", FirmwareEra.CURRENT),
+        ("0.7.0", FirmwareEra.CURRENT),
+        ("3.3.1", FirmwareEra.CURRENT),
+        ("0.6.4", FirmwareEra.V0_5_0),
+        ("0.4.9", FirmwareEra.V0_4_4),
+        ("0.4.1", FirmwareEra.V0_4_0),
+        ("current", FirmwareEra.CURRENT),
+    ],
 )
 def test_era_parse(text: str, era: FirmwareEra) -> None:
     assert FirmwareEra.parse(text) is era

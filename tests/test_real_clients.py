@@ -92,12 +92,27 @@ SECURITY_NAME = "wpa2_aes"  # in every library's table (js1/js3 have no enterpri
 #: the simulated neighbourhood: both test networks are in range, so configure-ap's
 #: security sniffing finds them (a WPA2 SSID out of range would give r = -2)
 NETWORKS = [
-    {"ssid": ASCII_SSID, "security": "wpa2_aes", "channel": ASCII_CHANNEL, "rssi": -45,
-     "password": "the-real-home-password"},
-    {"ssid": NON_ASCII_SSID, "security": "wpa2_aes", "channel": NON_ASCII_CHANNEL, "rssi": -63,
-     "password": "croissant-au-beurre"},
-    {"ssid": "guest", "security": "wpa2_mixed", "channel": 6, "rssi": -52,
-     "password": "guest-password"},
+    {
+        "ssid": ASCII_SSID,
+        "security": "wpa2_aes",
+        "channel": ASCII_CHANNEL,
+        "rssi": -45,
+        "password": "the-real-home-password",
+    },
+    {
+        "ssid": NON_ASCII_SSID,
+        "security": "wpa2_aes",
+        "channel": NON_ASCII_CHANNEL,
+        "rssi": -63,
+        "password": "croissant-au-beurre",
+    },
+    {
+        "ssid": "guest",
+        "security": "wpa2_mixed",
+        "channel": 6,
+        "rssi": -52,
+        "password": "guest-password",
+    },
 ]
 
 #: whole-subprocess bound; each driver step has its own watchdog below it
@@ -145,8 +160,11 @@ def spy_on_device(emu: DeviceEmulator) -> Iterator[list[Seen]]:
 
 
 def state_files(state_dir: Path) -> dict[str, bytes]:
-    return {str(p.relative_to(state_dir)): p.read_bytes() for p in sorted(state_dir.rglob("*"))
-            if p.is_file()}
+    return {
+        str(p.relative_to(state_dir)): p.read_bytes()
+        for p in sorted(state_dir.rglob("*"))
+        if p.is_file()
+    }
 
 
 async def run_driver(node: str, args: dict[str, Any]) -> dict[str, Any]:
@@ -155,7 +173,8 @@ async def run_driver(node: str, args: dict[str, Any]) -> dict[str, Any]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("SOFTAP_")}
     env["SOFTAP_DRIVER_ARGS"] = json.dumps(args)
     proc = await asyncio.create_subprocess_exec(
-        node, str(DRIVER),
+        node,
+        str(DRIVER),
         cwd=str(CLIENTS_DIR),
         env=env,
         stdin=asyncio.subprocess.DEVNULL,
@@ -167,8 +186,10 @@ async def run_driver(node: str, args: dict[str, Any]) -> dict[str, Any]:
     except TimeoutError:
         proc.kill()
         await proc.communicate()
-        pytest.fail(f"setup_driver.js did not exit within {DRIVER_TIMEOUT_S} s for {args['lib']}"
-                    f"/{args['protocol']}")
+        pytest.fail(
+            f"setup_driver.js did not exit within {DRIVER_TIMEOUT_S} s for {args['lib']}"
+            f"/{args['protocol']}"
+        )
     lines = out.decode("utf-8", "replace").strip().splitlines()
     stderr = err.decode("utf-8", "replace").strip()
     if not lines:
@@ -233,8 +254,14 @@ def sim_config(tmp_path: Path) -> SimConfig:
 
 def driver_args(lib: str, protocol: str, emu: DeviceEmulator, **extra: Any) -> dict[str, Any]:
     host, port = emu.tcp_address if protocol == "tcp" else emu.http_address
-    return {"lib": lib, "protocol": protocol, "host": host, "port": port,
-            "security": SECURITY_NAME, **extra}
+    return {
+        "lib": lib,
+        "protocol": protocol,
+        "host": host,
+        "port": port,
+        "security": SECURITY_NAME,
+        **extra,
+    }
 
 
 # -- tests ---------------------------------------------------------------------------
@@ -249,9 +276,18 @@ async def test_full_setup_sequence_stores_what_the_client_sent(
     async with DeviceEmulator(sim_config, host="127.0.0.1", tcp_port=0, http_port=0) as emu:
         device = emu.device
         with spy_on_device(emu) as seen:
-            report = await run_driver(node, driver_args(
-                lib, protocol, emu, ssid=ASCII_SSID, password=password, channel=ASCII_CHANNEL,
-                claimCode=claim_code))
+            report = await run_driver(
+                node,
+                driver_args(
+                    lib,
+                    protocol,
+                    emu,
+                    ssid=ASCII_SSID,
+                    password=password,
+                    channel=ASCII_CHANNEL,
+                    claimCode=claim_code,
+                ),
+            )
         assert report["ok"], shown(report)
         assert list(report["steps"]) == FULL_SEQUENCE, shown(report)
         assert report["uncaught"] == [], shown(report)
@@ -261,8 +297,10 @@ async def test_full_setup_sequence_stores_what_the_client_sent(
         # 4.x code base lower-cases and 1.x/3.x pass on as sent
         info = step_result(report, "deviceInfo")
         device_id = device.dct.identity.device_id_hex
-        assert info == {"id": device_id.lower() if lib in JS4_FAMILY else device_id,
-                        "claimed": False}
+        assert info == {
+            "id": device_id.lower() if lib in JS4_FAMILY else device_id,
+            "claimed": False,
+        }
 
         # scan: 4.x returns the list, 1.x/3.x the whole {"scans": [...]} object
         scan = step_result(report, "scan")
@@ -273,7 +311,8 @@ async def test_full_setup_sequence_stores_what_the_client_sent(
         pem = step_result(report, "publicKey")
         assert pem.startswith("-----BEGIN PUBLIC KEY-----")
         assert public_numbers_of_pem(pem) == public_numbers_of_pem(
-            device.key.public_key_pem.decode("ascii"))
+            device.key.public_key_pem.decode("ascii")
+        )
         assert device.key.bits == 1024
 
         # set / configure / connect: raw results (4.x checks r itself for set and connect
@@ -315,14 +354,25 @@ async def test_non_ascii_password_is_stored_as_exact_utf8(
     # 11 UTF-16 units, 15 UTF-8 bytes; only its (hex) ciphertext goes on the wire
     password = "pässwörd-ü€"
     async with DeviceEmulator(sim_config, host="127.0.0.1", tcp_port=0, http_port=0) as emu:
-        report = await run_driver(node, driver_args(
-            lib, protocol, emu, ssid=ASCII_SSID, password=password, channel=ASCII_CHANNEL,
-            claimCode=claim_code_for("pw"), steps=["publicKey", "configure", "connect"]))
+        report = await run_driver(
+            node,
+            driver_args(
+                lib,
+                protocol,
+                emu,
+                ssid=ASCII_SSID,
+                password=password,
+                channel=ASCII_CHANNEL,
+                claimCode=claim_code_for("pw"),
+                steps=["publicKey", "configure", "connect"],
+            ),
+        )
         assert report["ok"], shown(report)
         assert step_result(report, "configure") == {"r": 0}
         creds = list(emu.device.dct.credentials)
         assert [(c.ssid, c.password.value) for c in creds] == [
-            (ASCII_SSID.encode(), password.encode())]
+            (ASCII_SSID.encode(), password.encode())
+        ]
         assert family_of(creds[0].security) is SecurityFamily.WPA2
         emu.check()
 
@@ -360,10 +410,19 @@ async def test_non_ascii_ssid_body_is_cut_short_and_nothing_is_stored(
         device = emu.device
         before = state_files(tmp_path / "device")
         with spy_on_device(emu) as seen:
-            report = await run_driver(node, driver_args(
-                lib, protocol, emu, ssid=NON_ASCII_SSID, password="croissant-au-beurre",
-                channel=NON_ASCII_CHANNEL, claimCode=claim_code_for("cafe"),
-                steps=["publicKey", "configure"]))
+            report = await run_driver(
+                node,
+                driver_args(
+                    lib,
+                    protocol,
+                    emu,
+                    ssid=NON_ASCII_SSID,
+                    password="croissant-au-beurre",
+                    channel=NON_ASCII_CHANNEL,
+                    claimCode=claim_code_for("cafe"),
+                    steps=["publicKey", "configure"],
+                ),
+            )
 
         # the library's own report
         step = dict(report["steps"].get("configure", {}))
@@ -397,10 +456,19 @@ async def test_configure_without_channel_sends_null_and_stores_channel_zero(
     """JS clients put ``"ch":null`` on the wire when no channel is given (clients.md §2.1)."""
     async with DeviceEmulator(sim_config, host="127.0.0.1", tcp_port=0, http_port=0) as emu:
         with spy_on_device(emu) as seen:
-            report = await run_driver(node, driver_args(
-                "particle-4.1.2", "tcp", emu, ssid=ASCII_SSID, password="correct-horse-42",
-                channel=None, claimCode=claim_code_for("null-ch"),
-                steps=["publicKey", "configure"]))
+            report = await run_driver(
+                node,
+                driver_args(
+                    "particle-4.1.2",
+                    "tcp",
+                    emu,
+                    ssid=ASCII_SSID,
+                    password="correct-horse-42",
+                    channel=None,
+                    claimCode=claim_code_for("null-ch"),
+                    steps=["publicKey", "configure"],
+                ),
+            )
         assert step_result(report, "configure") == {"r": 0}
         body = next(s.body for s in seen if s.name == "configure-ap")
         assert body is not None

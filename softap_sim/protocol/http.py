@@ -108,8 +108,12 @@ def routes_for(profile: EraProfile) -> tuple[Route, ...]:
     ]
     if profile.catch_all is not None:
         routes.append(
-            Route(profile.catch_all.encode(), OCTET, RouteKind.PAGE_HANDLER,
-                  prefix=profile.prefix_routes)
+            Route(
+                profile.catch_all.encode(),
+                OCTET,
+                RouteKind.PAGE_HANDLER,
+                prefix=profile.prefix_routes,
+            )
         )
     return tuple(routes)
 
@@ -259,8 +263,16 @@ class HttpConnection:
         return HttpRequest(method, path, query, route, body, close)
 
     # -- responses -----------------------------------------------------------------
-    def _head(self, status: bytes, mime: bytes, *, extra: bytes = b"", no_cache: bool = True,
-              chunked: bool = True, length: int = 0) -> bytes:
+    def _head(
+        self,
+        status: bytes,
+        mime: bytes,
+        *,
+        extra: bytes = b"",
+        no_cache: bool = True,
+        chunked: bool = True,
+        length: int = 0,
+    ) -> bytes:
         """``wiced_http_response_stream_write_header`` in its fixed order (§3.3)."""
         parts = [b"HTTP/1.1 ", status, b"\r\n", extra, b"Content-Type: ", mime, b"\r\n"]
         if no_cache:
@@ -286,8 +298,9 @@ class HttpConnection:
         if route.kind is RouteKind.RAW_STATIC:
             return b"HTTP/1.1 301\r\nLocation: " + root_redirect + b"\r\nContent-Length: 0\r\n\r\n"
         return (
-            self._head(b"200 OK", b"text/plain", no_cache=False, chunked=False,
-                       length=len(HELLO_BODY))
+            self._head(
+                b"200 OK", b"text/plain", no_cache=False, chunked=False, length=len(HELLO_BODY)
+            )
             + HELLO_BODY
         )
 

@@ -51,8 +51,16 @@ class TcpConnection:
         can_allocate: whether ``malloc(length + 1)`` for the body would succeed.
     """
 
-    __slots__ = ("_body", "_can_allocate", "_length", "_name", "_phase", "_reads_body",
-                 "_request", "_seen_newline")
+    __slots__ = (
+        "_body",
+        "_can_allocate",
+        "_length",
+        "_name",
+        "_phase",
+        "_reads_body",
+        "_request",
+        "_seen_newline",
+    )
 
     def __init__(
         self, reads_body: Callable[[str], bool], can_allocate: Callable[[int], bool]
@@ -77,7 +85,7 @@ class TcpConnection:
             return None
         i = 0
         n = len(data)
-        while i < n and self._phase is not _Phase.DONE:
+        while i < n and not self.done:
             phase = self._phase
             if phase is _Phase.NAME:
                 # fast path: find the terminator in bulk
@@ -133,12 +141,12 @@ class TcpConnection:
         if self._phase is _Phase.BODY:
             self._finish(None)
         else:
-            self._start_command(eof=True)
-            if self._phase is _Phase.BODY:
+            self._start_command()
+            if not self.done:  # a body-reading command: its read fails at once
                 self._finish(None)
         return self._take()
 
-    def _start_command(self, *, eof: bool = False) -> None:
+    def _start_command(self) -> None:
         name = self._name_str()
         if self._reads_body(name):
             if not self._can_allocate(self._length):

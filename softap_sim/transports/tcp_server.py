@@ -63,8 +63,7 @@ class TcpDeviceServer:
 
 
 class _TcpProtocol(asyncio.Protocol):
-    __slots__ = ("_buffer", "_eof", "_finished", "_serving", "codec", "peer", "server",
-                 "transport")
+    __slots__ = ("_buffer", "_eof", "_finished", "_serving", "codec", "peer", "server", "transport")
 
     def __init__(self, server: TcpDeviceServer) -> None:
         self.server = server
