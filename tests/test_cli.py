@@ -15,7 +15,10 @@ from softap_sim.cli import build_parser, main
 def run_cli(*args: str, timeout: float = 30) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "softap_sim", *args],
-        capture_output=True, text=True, timeout=timeout, check=False,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=False,
     )
 
 
@@ -24,8 +27,15 @@ def test_help_texts() -> None:
     assert out.returncode == 0
     assert "run" in out.stdout
     run_help = run_cli("run", "--help").stdout
-    for flag in ("--host", "--tcp-port", "--http-port", "--state-dir", "--networks",
-                 "--firmware", "-v"):
+    for flag in (
+        "--host",
+        "--tcp-port",
+        "--http-port",
+        "--state-dir",
+        "--networks",
+        "--firmware",
+        "-v",
+    ):
         assert flag in run_help
 
 
@@ -44,8 +54,9 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
         s.bind(("127.0.0.1", 0))
         s.listen()
         port = s.getsockname()[1]
-        out = run_cli("run", "--state-dir", str(tmp_path), "--tcp-port", str(port),
-                      "--http-port", "0")
+        out = run_cli(
+            "run", "--state-dir", str(tmp_path), "--tcp-port", str(port), "--http-port", "0"
+        )
     assert out.returncode == 1
     assert "already in use" in out.stderr
     assert "Traceback" not in out.stderr
@@ -64,8 +75,17 @@ def test_port_in_use_is_one_clear_line(tmp_path: Path) -> None:
 def test_bad_networks_file(tmp_path: Path, content: str, message: str) -> None:
     f = tmp_path / "nets.toml"
     f.write_text(content)
-    out = run_cli("run", "--state-dir", str(tmp_path / "s"), "--networks", str(f),
-                  "--tcp-port", "0", "--http-port", "0")
+    out = run_cli(
+        "run",
+        "--state-dir",
+        str(tmp_path / "s"),
+        "--networks",
+        str(f),
+        "--tcp-port",
+        "0",
+        "--http-port",
+        "0",
+    )
     assert out.returncode == 1
     assert message in out.stderr
     assert "Traceback" not in out.stderr
@@ -92,9 +112,23 @@ def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
     nets = tmp_path / "nets.toml"
     nets.write_text('[[network]]\nssid = "Lab"\nsecurity = "wpa2_aes"\npassword = "labpass123"\n')
     proc = subprocess.Popen(
-        [sys.executable, "-m", "softap_sim", "run", "--state-dir", str(tmp_path / "s"),
-         "--tcp-port", "0", "--http-port", "0", "--networks", str(nets)],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "softap_sim",
+            "run",
+            "--state-dir",
+            str(tmp_path / "s"),
+            "--tcp-port",
+            "0",
+            "--http-port",
+            "0",
+            "--networks",
+            str(nets),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     assert proc.stdout is not None
     lines = []

@@ -46,7 +46,9 @@ async def test_state_survives_restart(tmp_path: Path) -> None:
         assert not emu.created
 
 
-def test_claim_code_not_in_plain_text_logs(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_claim_code_not_in_plain_text_logs(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
     async def run() -> None:
         async with DeviceEmulator(SimConfig(state_dir=tmp_path)) as emu:
             body = b'{"k":"cc","v":"SECRET-CLAIM-CODE-123"}'
@@ -79,7 +81,7 @@ def test_missing_key_file(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.load_or_create(rng=random.Random(1))
     store.key_path.unlink()
-    with pytest.raises(StateError, match="device_key.pem is missing"):
+    with pytest.raises(StateError, match=r"device_key\.pem is missing"):
         store.load_or_create(rng=random.Random(1))
 
 
@@ -87,7 +89,7 @@ def test_foreign_key_file(tmp_path: Path) -> None:
     store = StateStore(tmp_path)
     store.load_or_create(rng=random.Random(1))
     store.key_path.write_text("hello")
-    with pytest.raises(StateError, match="device_key.pem"):
+    with pytest.raises(StateError, match=r"device_key\.pem"):
         store.load_or_create(rng=random.Random(1))
 
 
