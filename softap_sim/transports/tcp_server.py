@@ -58,8 +58,12 @@ class TcpDeviceServer:
                 nxt.serve()
 
     def close_all(self) -> None:
+        """The AP went down: replies already written are flushed, the rest is dropped."""
         for proto in list(self.connections):
-            proto.abort()
+            if proto.answered:
+                proto.close_transport()
+            else:
+                proto.abort()
 
 
 class _TcpProtocol(asyncio.Protocol):
@@ -145,10 +149,17 @@ class _TcpProtocol(asyncio.Protocol):
             self.transport.write(out)  # one write: the reply leaves as one segment
         self._close()
 
-    def _close(self) -> None:
-        self._finish()
+    @property
+    def answered(self) -> bool:
+        return self._finished
+
+    def close_transport(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    def _close(self) -> None:
+        self._finish()
+        self.close_transport()
 
     def _finish(self) -> None:
         if not self._finished:
