@@ -176,3 +176,8 @@ async def test_connect_ap_takes_access_point_down(emulator: DeviceEmulator) -> N
     assert reply == b'\n\n{"r":0}'
     await asyncio.wait_for(emulator.setup_complete.wait(), 5)
     assert not emulator.ap_up
+
+
+@pytest.mark.asyncio
+async def test_empty_connection_half_closed_gets_fin(emulator: DeviceEmulator) -> None:
+    assert await tcp_exchange(emulator.tcp_address, b"", half_close=True) == b""

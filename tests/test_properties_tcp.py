@@ -14,6 +14,7 @@ never lose state, and answer malformed input exactly as the firmware would.
 from __future__ import annotations
 
 import functools
+import itertools
 import json
 import re
 from collections.abc import Callable
@@ -132,7 +133,7 @@ def reference_handle(
 
 def heap(limit: int) -> Callable[[int], bool]:
     """``malloc(n + 1)`` succeeds while it fits into ``limit`` bytes."""
-    return lambda n: 0 <= n and n + 1 <= limit
+    return lambda n: n >= 0 and n + 1 <= limit
 
 
 def feed(
@@ -187,7 +188,7 @@ BODIES = [
     b'{"idx":0,"ssid":"Cafe","sec":0,"ch":11,"pwd":""}',
     b"{",
     b"\x00\x00",
-    "{\"k\":\"cc\",\"v\":\"caf\u00e9\"}".encode(),
+    '{"k":"cc","v":"caf\u00e9"}'.encode(),
 ]
 FRAGMENTS = [
     b"\n",
@@ -234,10 +235,20 @@ def framed_requests(draw: st.DrawFn) -> bytes:
     return name + sep + length_text + b"\n" + blank + body + extra
 
 
+@st.composite
+def canonical_requests(draw: st.DrawFn) -> bytes:
+    """What real clients send (``name\\nLEN\\n\\nbody``), maybe with bytes after it."""
+    name = draw(st.sampled_from(NAMES[:9]))
+    body = draw(st.sampled_from(BODIES) | st.binary(max_size=24))
+    extra = draw(st.sampled_from([b"", b"", b"set\n0\n\n"]) | st.binary(max_size=6))
+    return name + b"\n" + str(len(body)).encode() + b"\n\n" + body + extra
+
+
 tcp_inputs = st.one_of(
     st.binary(max_size=120),
     st.lists(st.sampled_from(FRAGMENTS) | st.binary(max_size=3), max_size=16).map(b"".join),
     framed_requests(),
+    canonical_requests(),
 )
 heap_limits = st.sampled_from([0, 1, 5, 40, 13_408])
 
@@ -245,7 +256,7 @@ heap_limits = st.sampled_from([0, 1, 5, 40, 13_408])
 def split_at(data: bytes, cuts: list[int]) -> list[bytes]:
     points = sorted({min(c, len(data)) for c in cuts})
     edges = [0, *points, len(data)]
-    return [data[a:b] for a, b in zip(edges, edges[1:], strict=False)]
+    return [data[a:b] for a, b in itertools.pairwise(edges)]
 
 
 # ---------------------------------------------------------------------------------------
@@ -302,7 +313,7 @@ def test_tcp_eof_always_ends_the_connection(payload: bytes) -> None:
         pytest.param(b"version\n0\n", True, ("version", 0, b""), id="no-blank-line-eof"),
         pytest.param(b"set\n3\n\nab", False, None, id="short-body-waits"),
         pytest.param(b"set\n3\n\nab", True, ("set", 3, None), id="short-body-eof"),
-        pytest.param(b"set\n-1\n\n{}", False, ("set", -1, None), id="negative-length"),
+        pytest.param(b"set\n-1\n\n{}", False, ("set", -29, None), id="minus-folds-negative"),
         pytest.param(b"x" * 30 + b"7\n\n", False, ("x" * 30, 7, b""), id="30-byte-name"),
         pytest.param(b"x" * 30 + b"\n7\n\n", False, ("x" * 30, 0, b""), id="30-byte-name-lf"),
         pytest.param(b"set\x005\nx\n\n", False, None, id="nul-name-then-body-owed"),
@@ -347,8 +358,10 @@ def encrypt_hex(plaintext: bytes) -> str:
 
 R_WRITES = re.compile(rb"-?[0-9]+")
 DEVICE_ID = re.compile(rb'\{"id":"[0-9A-F]{24}","c":"[01]"\}')
-PUBLIC_KEY = re.compile(rb'\{"b":"30819F300D06092A864886F70D010101050003818D0030818902818100'
-                        rb'[0-9A-F]{256}0203010001(?:00){132}","r":0\}')
+PUBLIC_KEY = re.compile(
+    rb'\{"b":"30819F300D06092A864886F70D010101050003818D0030818902818100'
+    rb'[0-9A-F]{256}0203010001(?:00){132}","r":0\}'
+)
 
 
 def assert_result_reply(writes: tuple[bytes, ...]) -> int:
@@ -381,11 +394,14 @@ def check_reply(device: Device, name: str, body: bytes | None) -> None:
         assert device.credentials_changed == creds_changed_before
     # the TCP encoding follows from the kind (§2.2)
     tcp = encode_tcp_reply(reply)
-    assert tcp == {
-        ReplyKind.UNKNOWN: b"",
-        ReplyKind.NO_JSON: b"\n\n",
-        ReplyKind.JSON: b"\n\n" + reply.body,
-    }[reply.kind]
+    assert (
+        tcp
+        == {
+            ReplyKind.UNKNOWN: b"",
+            ReplyKind.NO_JSON: b"\n\n",
+            ReplyKind.JSON: b"\n\n" + reply.body,
+        }[reply.kind]
+    )
 
     if name in ("set", "configure-ap"):
         assert reply.kind is not ReplyKind.UNKNOWN
@@ -426,7 +442,9 @@ json_scalars = st.one_of(
 )
 json_values = st.recursive(
     json_scalars,
-    lambda kids: st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3),
+    lambda kids: (
+        st.lists(kids, max_size=3) | st.dictionaries(st.text(max_size=4), kids, max_size=3)
+    ),
     max_leaves=6,
 )
 ALL_KEYS = sorted({k.decode() for k in CONFIGURE_KEYS + SET_KEYS})
@@ -434,8 +452,10 @@ ALL_KEYS = sorted({k.decode() for k in CONFIGURE_KEYS + SET_KEYS})
 
 def key_strategy(allowed: tuple[bytes, ...]) -> st.SearchStrategy[str]:
     near = ["K", "kk", "cc", "ssid ", "SSID", "", "idx2", "v\u00e9"]
-    return st.sampled_from([k.decode() for k in allowed]) | st.sampled_from(near + ALL_KEYS) | (
-        st.text(max_size=5)
+    return (
+        st.sampled_from([k.decode() for k in allowed])
+        | st.sampled_from(near + ALL_KEYS)
+        | (st.text(max_size=5))
     )
 
 
@@ -456,9 +476,7 @@ def serialize(pairs: list[tuple[str, object]], space: str, ascii_only: bool, bar
 def almost_json(draw: st.DrawFn, allowed: tuple[bytes, ...]) -> bytes:
     """A plausible request body, then zero or more byte-level corruptions."""
     pairs = draw(st.lists(st.tuples(key_strategy(allowed), json_values), max_size=5))
-    body = bytearray(
-        serialize(pairs, draw(ws), draw(st.booleans()), bare=draw(st.booleans()))
-    )
+    body = bytearray(serialize(pairs, draw(ws), draw(st.booleans()), bare=draw(st.booleans())))
     for _ in range(draw(st.integers(0, 3))):
         op = draw(st.sampled_from(["truncate", "insert", "delete", "quote", "escape"]))
         at = draw(st.integers(0, len(body)))
@@ -466,7 +484,9 @@ def almost_json(draw: st.DrawFn, allowed: tuple[bytes, ...]) -> bytes:
             del body[at:]
         elif op == "insert":
             body[at:at] = draw(
-                st.sampled_from([b"\x00", b"\\", b'"', b"{", b"]", b",", b":", b"\xc3\xa9", b"\xff"])
+                st.sampled_from(
+                    [b"\x00", b"\\", b'"', b"{", b"]", b",", b":", b"\xc3\xa9", b"\xff"]
+                )
                 | st.binary(min_size=1, max_size=3)
             )
         elif op == "delete" and at < len(body):
@@ -512,11 +532,24 @@ def configure_bodies(draw: st.DrawFn) -> bytes:
     return serialize(list(order), "", True, bare=False)
 
 
+@st.composite
+def set_bodies(draw: st.DrawFn) -> bytes:
+    """Mostly well-formed set requests: ``k`` near ``cc``, ``v`` of any length."""
+    k = draw(st.sampled_from(["cc", "cc", "ccX", "c", "", "xx", "CC"]))
+    v = draw(st.sampled_from(["MDMA" + "x" * 56 + "MDM", "a" * 70, ""]) | st.text(max_size=8))
+    obj: list[tuple[str, object]] = [("k", k), ("v", v)]
+    if draw(st.integers(0, 4)) == 0:
+        obj.append(draw(st.sampled_from([("v", "again"), ("k", "cc"), ("v", 1), ("x", "1")])))
+    return serialize(list(draw(st.permutations(obj))), draw(ws), draw(st.booleans()), bare=False)
+
+
 def bodies_for(name: str) -> st.SearchStrategy[bytes | None]:
     allowed = {"set": SET_KEYS, "configure-ap": CONFIGURE_KEYS}.get(name, SET_KEYS + CONFIGURE_KEYS)
     options = [st.binary(max_size=64), almost_json(allowed), st.none()]
     if name == "configure-ap":
         options.append(configure_bodies())
+    if name == "set":
+        options.append(set_bodies())
     return st.one_of(*options)
 
 
@@ -614,7 +647,7 @@ def test_jsmn_agrees_with_python_json_on_flat_objects(
         if expected is None:
             assert reply.kind is ReplyKind.NO_JSON
             return
-        last = {idx: raw for idx, raw in expected}
+        last = dict(expected)
         k, v = last.get(0, b"")[:2], last.get(1, b"")[:63]
         ok = k == b"cc" and v != b""
         assert assert_result_reply(reply.writes) == (0 if ok else -1)

@@ -101,7 +101,9 @@ class _TcpProtocol(asyncio.Protocol):
         if self._serving:
             self._feed_eof()
         elif not self._buffer:
-            self._finish()  # never sent data: the device never handles it
+            # never sent data: no "message" event, only the disconnect, which closes
+            # the socket (TCPServerDispatcher::handle_message)
+            self._close()
         return True  # keep our side open so the reply can still be written
 
     def connection_lost(self, exc: Exception | None) -> None:
