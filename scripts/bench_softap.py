@@ -27,18 +27,23 @@ reply to its ``0\\r\\n\\r\\n`` terminator; it uses ``min(concurrency, device HTT
 sockets)`` connections — 10 on current firmware, as the device answers the 11th
 with a 503 — and the baseline gets the same number. After a warm-up, one measured
 window per (transport, server) records commands/s, p50/p99 latency and the server
-process's CPU time (``utime + stime`` from ``/proc/<pid>/stat``, delta over the
-measured window only, so start-up and key generation are excluded).
+process's CPU time: the delta over the measured window only (start-up and key
+generation excluded) of ``sum_exec_runtime`` in ``/proc/<pid>/task/*/schedstat``
+(nanoseconds), cross-checked against ``utime + stime`` of ``/proc/<pid>/stat`` (the
+same quantity in 10 ms ticks, used when schedstat is missing). ``--rounds`` repeats
+the windows alternating ours and bare and sums them, so background load on a shared
+machine hits both alike; the "other" column shows how much of it there was.
 
 Why CPU time per command is the key metric
 ------------------------------------------
-The load generator is Python too and spends about as much CPU per command as the
-server. On a 2-core machine it saturates its core first, so throughput mostly
-measures the client and the ours/bare throughput ratio drifts towards 1 whatever
-the server costs. The server's CPU time per command does not depend on who the
-bottleneck is: it is the price of our code path per command and predicts the
-throughput a faster client would see. Targets: CPU/command ratio ours/bare <= 1.4,
-throughput ratio >= 0.70.
+The load generator is Python too and spends about as much CPU per command as a bare
+server. On a 2-core machine (one core each) it saturates no later than the baseline
+does, so the baseline's throughput is capped by the client, not by the baseline: the
+ours/bare throughput ratio then understates how much more our server costs, and it
+also moves with any other load on the machine. The server's CPU time per command does
+not depend on who the bottleneck is: it is the price of our code path per command,
+stays stable under background load and predicts the throughput a faster client would
+see. Targets: CPU/command ratio ours/bare <= 1.4, throughput ratio >= 0.70.
 
 Benchmarks are not tests: the exit status is 0 whatever the ratios, unless
 ``--enforce`` is given (then 1 on a missed target). 2 means set-up or verification
@@ -87,11 +92,60 @@ IO_TIMEOUT_S: Final = 5.0
 MAX_REPLY_BYTES: Final = 1 << 20
 MAX_ERRORS: Final = 50
 RECV_BYTES: Final = 65536
+#: the request budget of a window when only ``--duration`` bounds it
+UNLIMITED_REQUESTS: Final = 10_000_000
+DEFAULT_REQUESTS: Final = 30_000
+DEFAULT_ROUNDS: Final = 3
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
     """Set-up or verification failed: the benchmark cannot produce valid numbers."""
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU time of one process (all threads) at one instant, two ways.
+
+    ``ticks_s`` is ``utime + stime`` of ``/proc/<pid>/stat`` (10 ms resolution at 100
+    ticks/s); ``precise_s`` sums ``sum_exec_runtime`` of ``/proc/<pid>/task/*/schedstat``
+    (ns resolution; the same quantity the kernel splits into utime and stime). The
+    precise value is used when the kernel provides it, so short windows stay exact.
+    """
+
+    ticks_s: float
+    precise_s: float | None
+
+    @classmethod
+    def of(cls, pid: int) -> CpuSample:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        fields = stat[stat.rindex(")") + 2 :].split()
+        # fields[0] is field 3 (state); utime and stime are fields 14 and 15
+        ticks = (int(fields[11]) + int(fields[12])) / CLK_TCK
+        precise: float | None = 0.0
+        try:
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                    runtime_ns = (task / "schedstat").read_text().split()[0]
+                    precise = (precise or 0.0) + int(runtime_ns) / 1e9
+        except (OSError, ValueError, IndexError):
+            precise = None
+        return cls(ticks, precise)
+
+    def __sub__(self, other: CpuSample) -> CpuSample:
+        precise = (None if self.precise_s is None or other.precise_s is None
+                   else self.precise_s - other.precise_s)
+        return CpuSample(self.ticks_s - other.ticks_s, precise)
+
+    @property
+    def seconds(self) -> float:
+        return self.precise_s if self.precise_s is not None else self.ticks_s
+
+
+def machine_busy_s() -> float:
+    """CPU time all CPUs spent busy so far (``/proc/stat``: all but idle and iowait)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / CLK_TCK
 
 
 def tcp_request(command: str) -> bytes:
@@ -299,7 +353,7 @@ class ServerProcess:
         env["PYTHONPATH"] = os.pathsep.join(
             p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
         )
-        self._proc = subprocess.Popen(  # noqa: S603 - our own script, fixed arguments
+        self._proc = subprocess.Popen(
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )
         assert self._proc.stdin is not None
@@ -315,7 +369,8 @@ class ServerProcess:
 
     def _read_line(self, deadline: float) -> bytes | None:
         """The next stdout line, ``None`` at EOF; raises past ``deadline``."""
-        assert self._proc is not None and self._proc.stdout is not None
+        assert self._proc is not None
+        assert self._proc.stdout is not None
         fd = self._proc.stdout.fileno()
         while b"\n" not in self._out:
             left = deadline - time.monotonic()
@@ -331,12 +386,9 @@ class ServerProcess:
         line, _, self._out = self._out.partition(b"\n")
         return line
 
-    def cpu_seconds(self) -> float:
-        """user + system CPU time of the server process so far (``/proc/<pid>/stat``)."""
-        stat = Path(f"/proc/{self.pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        # fields[0] is field 3 (state); utime and stime are fields 14 and 15
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    def cpu_sample(self) -> CpuSample:
+        """CPU time the server process has used so far, read from ``/proc``."""
+        return CpuSample.of(self.pid)
 
     def stop(self) -> None:
         """Close stdin, collect the final line, reap; terminate/kill if it hangs. Idempotent."""
@@ -376,34 +428,46 @@ def fetch_tcp(port: int, request: bytes) -> bytes:
     deadline = time.monotonic() + IO_TIMEOUT_S
     chunks: list[bytes] = []
     size = 0
-    with socket.create_connection((HOST, port), timeout=IO_TIMEOUT_S) as sock:
-        sock.sendall(request)
-        while time.monotonic() < deadline and size <= MAX_REPLY_BYTES:
-            data = sock.recv(RECV_BYTES)
-            if not data:
-                return b"".join(chunks)
-            chunks.append(data)
-            size += len(data)
+    try:
+        with socket.create_connection((HOST, port), timeout=IO_TIMEOUT_S) as sock:
+            sock.sendall(request)
+            while time.monotonic() < deadline and size <= MAX_REPLY_BYTES:
+                data = sock.recv(RECV_BYTES)
+                if not data:
+                    return b"".join(chunks)
+                chunks.append(data)
+                size += len(data)
+    except OSError as err:
+        raise BenchError(f"TCP port {port}, request {request!r}: {err or type(err).__name__} "
+                         f"after {b''.join(chunks)[:200]!r}") from None
     raise BenchError(f"TCP port {port}: no EOF after {size} reply bytes for {request!r}")
 
 
 def fetch_http(sock: socket.socket, request: bytes) -> bytes:
     """One request on a keep-alive connection, read to the chunked terminator."""
     deadline = time.monotonic() + IO_TIMEOUT_S
-    sock.sendall(request)
     buf = b""
-    while time.monotonic() < deadline and len(buf) <= MAX_REPLY_BYTES:
-        data = sock.recv(RECV_BYTES)
-        if not data:
-            break
-        buf += data
-        if buf.endswith(HTTP_TERMINATOR):
-            return buf
-    raise BenchError(f"HTTP: no chunked reply to {request!r} (got {buf[:200]!r})")
+    try:
+        sock.sendall(request)
+        while time.monotonic() < deadline and len(buf) <= MAX_REPLY_BYTES:
+            data = sock.recv(RECV_BYTES)
+            if not data:
+                break
+            buf += data
+            if buf.endswith(HTTP_TERMINATOR):
+                return buf
+    except OSError as err:
+        raise BenchError(f"HTTP request {request!r}: {err or type(err).__name__}; no chunked "
+                         f"reply, got {buf[:300]!r}") from None
+    raise BenchError(f"HTTP: no chunked reply to {request!r} (got {buf[:300]!r})")
 
 
 def capture_http(port: int, commands: Sequence[str], rounds: int) -> list[dict[str, bytes]]:
-    with socket.create_connection((HOST, port), timeout=IO_TIMEOUT_S) as sock:
+    try:
+        sock = socket.create_connection((HOST, port), timeout=IO_TIMEOUT_S)
+    except OSError as err:
+        raise BenchError(f"HTTP port {port}: {err}") from None
+    with sock:
         return [{c: fetch_http(sock, http_request(c)) for c in commands} for _ in range(rounds)]
 
 
@@ -496,8 +560,8 @@ class Phase:
 class _TcpClient:
     """One closed-loop TCP client: connect, send, read to EOF, repeat on a new socket."""
 
-    __slots__ = ("_addr", "_cycle", "_expected", "_fd", "_index", "_loop", "_phase", "_request",
-                 "_size", "_chunks", "_sock", "_t0")
+    __slots__ = ("_addr", "_chunks", "_cycle", "_expected", "_fd", "_index", "_loop", "_phase",
+                 "_request", "_size", "_sock", "_t0")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, addr: tuple[str, int], phase: Phase,
                  cycle: Cycle, offset: int) -> None:
@@ -637,7 +701,8 @@ class _HttpClient:
 
     def next(self) -> None:
         phase = self._phase
-        assert phase is not None and self._sock is not None
+        assert phase is not None
+        assert self._sock is not None
         now = time.perf_counter()
         if not phase.take(now):
             self._end()
@@ -702,18 +767,38 @@ class _HttpClient:
 
 @dataclass
 class Measurement:
-    """One measured window of one (transport, server) pair."""
+    """Measured window(s) of one (transport, server) pair; rounds are summed."""
 
     transport: str
     server: str
     clients: int
+    rounds: int
     commands: int
     errors: int
     error_samples: list[str]
     wall_s: float
+    #: server process CPU over the window(s): precise (schedstat) or tick-based
     server_cpu_s: float
+    #: the same from ``/proc/<pid>/stat`` utime+stime, for cross-checking
+    server_cpu_ticks_s: float
+    #: CPU of this load-generating process over the window(s)
     client_cpu_s: float
+    #: busy CPU of the whole machine minus server and generator (kernel network
+    #: work not charged to either process, and any foreign load)
+    other_cpu_s: float
     latencies_s: list[float] = field(repr=False)
+
+    def merge(self, more: Measurement) -> None:
+        self.rounds += more.rounds
+        self.commands += more.commands
+        self.errors += more.errors
+        self.error_samples += more.error_samples[: max(0, 5 - len(self.error_samples))]
+        self.wall_s += more.wall_s
+        self.server_cpu_s += more.server_cpu_s
+        self.server_cpu_ticks_s += more.server_cpu_ticks_s
+        self.client_cpu_s += more.client_cpu_s
+        self.other_cpu_s += more.other_cpu_s
+        self.latencies_s += more.latencies_s
 
     @property
     def rate(self) -> float:
@@ -722,6 +807,10 @@ class Measurement:
     @property
     def cpu_per_command_us(self) -> float:
         return self.server_cpu_s / self.commands * 1e6 if self.commands else math.nan
+
+    def util(self, cpu_s: float) -> float:
+        """CPU seconds as a fraction of one core over the window."""
+        return cpu_s / self.wall_s if self.wall_s > 0 else math.nan
 
     def percentile_ms(self, pct: float) -> float:
         """Nearest-rank percentile of the latencies, in milliseconds."""
@@ -736,6 +825,7 @@ class Measurement:
             "transport": self.transport,
             "server": self.server,
             "clients": self.clients,
+            "rounds": self.rounds,
             "commands": self.commands,
             "errors": self.errors,
             "error_samples": self.error_samples,
@@ -743,10 +833,12 @@ class Measurement:
             "commands_per_s": round(self.rate, 1),
             "p50_ms": round(self.percentile_ms(50), 3),
             "p99_ms": round(self.percentile_ms(99), 3),
-            "server_cpu_s": round(self.server_cpu_s, 3),
+            "server_cpu_s": round(self.server_cpu_s, 4),
+            "server_cpu_ticks_s": round(self.server_cpu_ticks_s, 2),
             "server_cpu_per_command_us": round(self.cpu_per_command_us, 2),
-            "server_cpu_util": round(self.server_cpu_s / self.wall_s, 3) if self.wall_s else None,
-            "client_cpu_util": round(self.client_cpu_s / self.wall_s, 3) if self.wall_s else None,
+            "server_cpu_util": round(self.util(self.server_cpu_s), 3),
+            "client_cpu_util": round(self.util(self.client_cpu_s), 3),
+            "other_cpu_util": round(self.util(self.other_cpu_s), 3),
         }
 
 
@@ -759,36 +851,36 @@ class LoadPlan:
 
 
 async def _wait_phase(phase: Phase, clients: Sequence[_TcpClient | _HttpClient],
-                      timeout: float) -> None:
-    done, _ = await asyncio.wait([phase.done], timeout=timeout)
+                      limit_s: float) -> None:
+    done, _ = await asyncio.wait([phase.done], timeout=limit_s)
     if not done:
         phase.remaining = 0
-        phase.fail(f"phase timed out after {timeout:.0f} s with {phase.active} clients busy")
+        phase.fail(f"phase timed out after {limit_s:.0f} s with {phase.active} clients busy")
         for client in clients:
             client.abort()
 
 
 async def _tcp_phase(addr: tuple[str, int], cycle: Cycle, concurrency: int, budget: int,
-                     duration_s: float | None, timeout: float, *, record: bool) -> Phase:
+                     duration_s: float | None, limit_s: float, *, record: bool) -> Phase:
     loop = asyncio.get_running_loop()
     now = time.perf_counter()
-    phase = Phase(budget, now + (duration_s if duration_s else timeout), record=record)
+    phase = Phase(budget, now + (duration_s if duration_s else limit_s), record=record)
     clients = [_TcpClient(loop, addr, phase, cycle, i) for i in range(concurrency)]
     phase.active = len(clients)
     for client in clients:
         client.next()
-    await _wait_phase(phase, clients, timeout)
+    await _wait_phase(phase, clients, duration_s + IO_TIMEOUT_S if duration_s else limit_s)
     return phase
 
 
 async def _http_phase(clients: Sequence[_HttpClient], budget: int, duration_s: float | None,
-                      timeout: float, *, record: bool) -> Phase:
+                      limit_s: float, *, record: bool) -> Phase:
     now = time.perf_counter()
-    phase = Phase(budget, now + (duration_s if duration_s else timeout), record=record)
+    phase = Phase(budget, now + (duration_s if duration_s else limit_s), record=record)
     phase.active = len(clients)
     for client in clients:
         client.begin(phase)
-    await _wait_phase(phase, clients, timeout)
+    await _wait_phase(phase, clients, duration_s + IO_TIMEOUT_S if duration_s else limit_s)
     return phase
 
 
@@ -803,7 +895,6 @@ async def measure(
     port = int(server.info["tcp_port" if transport == "tcp" else "http_port"])
     addr = (HOST, port)
     http_clients: list[_HttpClient] = []
-    errors: list[str] = []
     try:
         if transport == "http":
             loop = asyncio.get_running_loop()
@@ -820,23 +911,28 @@ async def measure(
                                      record=record)
 
         warm = await run(plan.warmup, None, record=False)
-        errors += warm.error_samples
-        cpu0, client0, t0 = server.cpu_seconds(), time.process_time(), time.perf_counter()
+        cpu0, busy0 = server.cpu_sample(), machine_busy_s()
+        client0, t0 = time.process_time(), time.perf_counter()
         phase = await run(plan.requests, plan.duration_s, record=True)
-        t1, client1, cpu1 = time.perf_counter(), time.process_time(), server.cpu_seconds()
+        t1, client1 = time.perf_counter(), time.process_time()
+        cpu, busy = server.cpu_sample() - cpu0, machine_busy_s() - busy0
     finally:
         for c in http_clients:
             c.close()
+    client_cpu = client1 - client0
     return Measurement(
         transport=transport,
         server=server.role.split("-")[0],
         clients=concurrency,
+        rounds=1,
         commands=phase.completed,
         errors=warm.errors + phase.errors,
-        error_samples=errors + phase.error_samples,
+        error_samples=(warm.error_samples + phase.error_samples)[:5],
         wall_s=t1 - t0,
-        server_cpu_s=cpu1 - cpu0,
-        client_cpu_s=client1 - client0,
+        server_cpu_s=cpu.seconds,
+        server_cpu_ticks_s=cpu.ticks_s,
+        client_cpu_s=client_cpu,
+        other_cpu_s=max(0.0, busy - cpu.seconds - client_cpu),
         latencies_s=phase.latencies,
     )
 
@@ -911,8 +1007,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="concurrent clients; HTTP uses at most the device's socket "
                              "count (10 on current firmware) for both servers")
     parser.add_argument("--requests", type=_positive_int, default=None,
-                        help="measured commands per transport and server (default 6000, "
-                             "or unlimited up to 10,000,000 with --duration)")
+                        help=f"measured commands per transport, server and round (default "
+                             f"{DEFAULT_REQUESTS}; with --duration, up to {UNLIMITED_REQUESTS:,})")
+    parser.add_argument("--rounds", type=_positive_int, default=DEFAULT_ROUNDS,
+                        help="measured windows per transport and server, alternating ours and "
+                             "bare so that background load hits both alike; summed")
     parser.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
                         help="end each measured window after this long (or at --requests, "
                              "whichever comes first)")
@@ -944,7 +1043,7 @@ def build_parser() -> argparse.ArgumentParser:
 def _load_plan(args: argparse.Namespace) -> LoadPlan:
     requests = args.requests
     if requests is None:
-        requests = 10_000_000 if args.duration else 6000
+        requests = UNLIMITED_REQUESTS if args.duration else DEFAULT_REQUESTS
     warmup = args.warmup
     if warmup is None:
         warmup = min(2000, max(200, requests // 10))
@@ -957,17 +1056,24 @@ async def _drive(
     cycles: dict[str, Cycle],
     clients: dict[str, int],
     plan: LoadPlan,
+    rounds: int,
 ) -> list[Measurement]:
-    results: list[Measurement] = []
+    """Per transport, ``rounds`` times: ours then bare (alternating evens out drift)."""
+    totals: dict[tuple[str, str], Measurement] = {}
+    amount = (f"{plan.requests}" if plan.requests < UNLIMITED_REQUESTS
+              else f"for {plan.duration_s:g} s")
     for transport in transports:
-        for role in ("ours", "bare"):
-            server = servers[(transport, role)]
-            _progress(f"{transport}/{role}: {clients[transport]} clients, warm-up "
-                      f"{plan.warmup}, measuring {plan.requests if plan.requests < 10_000_000 else 'until --duration'}"
-                      f" commands")
-            results.append(await measure(transport, server, cycles[transport],
-                                         clients[transport], plan))
-    return results
+        for n in range(1, rounds + 1):
+            for role in ("ours", "bare"):
+                _progress(f"{transport}/{role} round {n}/{rounds}: {clients[transport]} "
+                          f"clients, warm-up {plan.warmup}, measuring {amount}")
+                m = await measure(transport, servers[(transport, role)], cycles[transport],
+                                  clients[transport], plan)
+                if (transport, role) in totals:
+                    totals[(transport, role)].merge(m)
+                else:
+                    totals[(transport, role)] = m
+    return list(totals.values())
 
 
 def _ratios(results: Sequence[Measurement]) -> list[Ratio]:
@@ -986,21 +1092,21 @@ def _ratios(results: Sequence[Measurement]) -> list[Ratio]:
 
 
 def print_table(results: Sequence[Measurement], ratios: Sequence[Ratio],
-                commands: Sequence[str], plan: LoadPlan) -> None:
-    print(f"softap-sim benchmark: command(s) {','.join(commands)}; "
-          f"{os.cpu_count()} CPUs; Python {sys.version.split()[0]}; "
-          f"server CPU from /proc/<pid>/stat ({CLK_TCK} ticks/s)")
+                commands: Sequence[str], cpu_source: str) -> None:
+    print(f"softap-sim benchmark: command(s) {','.join(commands)}; {os.cpu_count()} CPUs; "
+          f"Python {sys.version.split()[0]}; server CPU from {cpu_source}")
+    print("  srv CPU / gen CPU / other CPU: server process, this load generator, rest of the "
+          "machine (kernel, foreign load), in % of one core")
     head = (f"{'transport':<9} {'server':<6} {'clients':>7} {'commands':>9} {'errors':>6} "
-            f"{'cmd/s':>9} {'p50 ms':>8} {'p99 ms':>8} {'srv CPU/cmd':>12} {'srv CPU':>8} "
-            f"{'gen CPU':>8}")
+            f"{'cmd/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'srv CPU/cmd':>11} {'srv CPU':>7} "
+            f"{'gen CPU':>7} {'other':>6}")
     print(head)
     print("-" * len(head))
     for m in results:
-        util = m.server_cpu_s / m.wall_s * 100 if m.wall_s else math.nan
-        gen = m.client_cpu_s / m.wall_s * 100 if m.wall_s else math.nan
         print(f"{m.transport:<9} {m.server:<6} {m.clients:>7} {m.commands:>9} {m.errors:>6} "
-              f"{m.rate:>9.0f} {m.percentile_ms(50):>8.2f} {m.percentile_ms(99):>8.2f} "
-              f"{m.cpu_per_command_us:>9.1f} us {util:>7.0f}% {gen:>7.0f}%")
+              f"{m.rate:>8.0f} {m.percentile_ms(50):>7.2f} {m.percentile_ms(99):>7.2f} "
+              f"{m.cpu_per_command_us:>8.2f} us {m.util(m.server_cpu_s):>7.0%} "
+              f"{m.util(m.client_cpu_s):>7.0%} {m.util(m.other_cpu_s):>6.0%}")
     print()
     print("ours / bare")
     for r in ratios:
@@ -1010,7 +1116,13 @@ def print_table(results: Sequence[Measurement], ratios: Sequence[Ratio],
     for m in results:
         for sample in m.error_samples:
             print(f"  error ({m.transport}/{m.server}): {sample}")
-    if plan.requests < 10_000_000 and any(m.server_cpu_s * CLK_TCK < 100 for m in results):
+    print("  cross-check, /proc/<pid>/stat utime+stime vs the CPU used above: " + ", ".join(
+        f"{m.transport}/{m.server} {m.server_cpu_ticks_s:.2f} s vs {m.server_cpu_s:.2f} s"
+        for m in results))
+    if any(m.util(m.other_cpu_s) > 0.5 for m in results):
+        print("  note: > 50% of a core went to other work during a window (kernel or foreign "
+              "load): throughput is noisy, trust CPU per command")
+    if any(m.server_cpu_s * CLK_TCK < 100 for m in results) and "schedstat" not in cpu_source:
         print("  note: a window used < 100 CPU ticks; raise --requests for steadier ratios")
 
 
@@ -1061,10 +1173,15 @@ def run_benchmark(args: argparse.Namespace) -> int:
             "tcp": tuple((tcp_request(c), tcp_replies[c]) for c in commands),
             "http": tuple((http_request(c), http_replies[c]) for c in commands),
         }
-        results = asyncio.run(_drive(transports, servers, cycles, clients, plan))
+        results = asyncio.run(_drive(transports, servers, cycles, clients, plan, args.rounds))
         ours.stop()
     ratios = _ratios(results)
     served = ours.final.get("served", {})
+    cpu_source = (
+        "/proc/<pid>/task/*/schedstat sum_exec_runtime (ns)"
+        if CpuSample.of(os.getpid()).precise_s is not None
+        else f"/proc/<pid>/stat utime+stime ({CLK_TCK} ticks/s)"
+    )
     if ours.returncode not in (0, None):
         raise BenchError(f"the emulator process exited with status {ours.returncode} "
                          "(an internal error; see its stderr above)")
@@ -1077,7 +1194,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
             "requests": plan.requests,
             "warmup": plan.warmup,
             "duration_s": plan.duration_s,
-            "cpu_source": f"/proc/<pid>/stat utime+stime, {CLK_TCK} ticks/s",
+            "rounds": args.rounds,
+            "cpu_source": cpu_source,
             "cpus": os.cpu_count(),
             "python": sys.version.split()[0],
             "emulator_served": served,
@@ -1093,7 +1211,7 @@ def run_benchmark(args: argparse.Namespace) -> int:
             ],
         }, indent=2))
     else:
-        print_table(results, ratios, commands, plan)
+        print_table(results, ratios, commands, cpu_source)
         if served:
             print(f"  emulator served (incl. warm-up and verification): {served}")
     if args.profile_server:

@@ -44,7 +44,7 @@ async def test_connect_ap_over_http_flushes_then_ap_down(emulator: DeviceEmulato
     tcp_addr = emulator.tcp_address
     reply = await http_exchange(
         emulator.http_address,
-        b"POST /connect-ap HTTP/1.1\r\nContent-Length: 9\r\n\r\n{\"idx\":0}",
+        b'POST /connect-ap HTTP/1.1\r\nContent-Length: 9\r\n\r\n{"idx":0}',
     )
     assert reply.endswith(b"1\r\n0\r\n1\r\n}\r\n0\r\n\r\n")
     await asyncio.wait_for(emulator.setup_complete.wait(), 5)
