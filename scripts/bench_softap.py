@@ -133,8 +133,11 @@ class CpuSample:
         return cls(ticks, precise)
 
     def __sub__(self, other: CpuSample) -> CpuSample:
-        precise = (None if self.precise_s is None or other.precise_s is None
-                   else self.precise_s - other.precise_s)
+        precise = (
+            None
+            if self.precise_s is None or other.precise_s is None
+            else self.precise_s - other.precise_s
+        )
         return CpuSample(self.ticks_s - other.ticks_s, precise)
 
     @property
@@ -200,13 +203,15 @@ async def _serve_ours(seed: int, profile_out: str | None) -> None:
 
     config = SimConfig(state_dir=None, seed=seed)
     async with DeviceEmulator(config, host=HOST, tcp_port=0, http_port=0) as emu:
-        _announce({
-            "role": "ours",
-            "pid": os.getpid(),
-            "tcp_port": emu.tcp_address[1],
-            "http_port": emu.http_address[1],
-            "http_sockets": emu.device.profile.http_sockets,
-        })
+        _announce(
+            {
+                "role": "ours",
+                "pid": os.getpid(),
+                "tcp_port": emu.tcp_address[1],
+                "http_port": emu.http_address[1],
+                "http_sockets": emu.device.profile.http_sockets,
+            }
+        )
         profiler = cProfile.Profile() if profile_out else None
         if profiler is not None:
             profiler.enable()
@@ -298,11 +303,14 @@ async def _serve_bare(role: str) -> None:
     loop = asyncio.get_running_loop()
     factory: Callable[[], asyncio.Protocol]
     if role == "bare-tcp":
+
         def factory() -> asyncio.Protocol:
             return _BareTcpProtocol(replies)
     else:
+
         def factory() -> asyncio.Protocol:
             return _BareHttpProtocol(replies)
+
     server = await loop.create_server(factory, HOST, 0, reuse_address=True)
     port = int(server.sockets[0].getsockname()[1])
     _announce({"role": role, "pid": os.getpid(), "tcp_port": port, "http_port": port})
@@ -334,8 +342,7 @@ class ServerProcess:
         self, role: str, extra_args: Sequence[str] = (), config: dict[str, Any] | None = None
     ) -> None:
         self.role = role
-        self._argv = [sys.executable, str(Path(__file__).resolve()), "--serve", role,
-                      *extra_args]
+        self._argv = [sys.executable, str(Path(__file__).resolve()), "--serve", role, *extra_args]
         self._config = config
         self._proc: subprocess.Popen[bytes] | None = None
         self._out = b""
@@ -362,8 +369,10 @@ class ServerProcess:
             self._proc.stdin.flush()
         line = self._read_line(time.monotonic() + READY_TIMEOUT_S)
         if line is None:
-            raise BenchError(f"{self.role} server exited before announcing its ports "
-                             f"(exit status {self._proc.wait(timeout=STOP_TIMEOUT_S)})")
+            raise BenchError(
+                f"{self.role} server exited before announcing its ports "
+                f"(exit status {self._proc.wait(timeout=STOP_TIMEOUT_S)})"
+            )
         self.info = json.loads(line)
         return self.info
 
@@ -438,8 +447,10 @@ def fetch_tcp(port: int, request: bytes) -> bytes:
                 chunks.append(data)
                 size += len(data)
     except OSError as err:
-        raise BenchError(f"TCP port {port}, request {request!r}: {err or type(err).__name__} "
-                         f"after {b''.join(chunks)[:200]!r}") from None
+        raise BenchError(
+            f"TCP port {port}, request {request!r}: {err or type(err).__name__} "
+            f"after {b''.join(chunks)[:200]!r}"
+        ) from None
     raise BenchError(f"TCP port {port}: no EOF after {size} reply bytes for {request!r}")
 
 
@@ -457,8 +468,10 @@ def fetch_http(sock: socket.socket, request: bytes) -> bytes:
             if buf.endswith(HTTP_TERMINATOR):
                 return buf
     except OSError as err:
-        raise BenchError(f"HTTP request {request!r}: {err or type(err).__name__}; no chunked "
-                         f"reply, got {buf[:300]!r}") from None
+        raise BenchError(
+            f"HTTP request {request!r}: {err or type(err).__name__}; no chunked "
+            f"reply, got {buf[:300]!r}"
+        ) from None
     raise BenchError(f"HTTP: no chunked reply to {request!r} (got {buf[:300]!r})")
 
 
@@ -502,14 +515,17 @@ def verify_baselines(
     """Fail loudly unless the baselines answer byte for byte like the emulator."""
     for c in commands:
         if tcp_port is not None and (got := fetch_tcp(tcp_port, tcp_request(c))) != tcp[c]:
-            raise BenchError(f"bare TCP reply to {c} differs from ours:\n"
-                             f"  bare {got!r}\n  ours {tcp[c]!r}")
+            raise BenchError(
+                f"bare TCP reply to {c} differs from ours:\n  bare {got!r}\n  ours {tcp[c]!r}"
+            )
     if http_port is not None:
         (bare,) = capture_http(http_port, commands, 1)
         for c in commands:
             if bare[c] != http[c]:
-                raise BenchError(f"bare HTTP reply to {c} differs from ours:\n"
-                                 f"  bare {bare[c]!r}\n  ours {http[c]!r}")
+                raise BenchError(
+                    f"bare HTTP reply to {c} differs from ours:\n"
+                    f"  bare {bare[c]!r}\n  ours {http[c]!r}"
+                )
 
 
 # ==================================================================================
@@ -560,11 +576,29 @@ class Phase:
 class _TcpClient:
     """One closed-loop TCP client: connect, send, read to EOF, repeat on a new socket."""
 
-    __slots__ = ("_addr", "_chunks", "_cycle", "_expected", "_fd", "_index", "_loop", "_phase",
-                 "_request", "_size", "_sock", "_t0")
+    __slots__ = (
+        "_addr",
+        "_chunks",
+        "_cycle",
+        "_expected",
+        "_fd",
+        "_index",
+        "_loop",
+        "_phase",
+        "_request",
+        "_size",
+        "_sock",
+        "_t0",
+    )
 
-    def __init__(self, loop: asyncio.AbstractEventLoop, addr: tuple[str, int], phase: Phase,
-                 cycle: Cycle, offset: int) -> None:
+    def __init__(
+        self,
+        loop: asyncio.AbstractEventLoop,
+        addr: tuple[str, int],
+        phase: Phase,
+        cycle: Cycle,
+        offset: int,
+    ) -> None:
         self._loop = loop
         self._addr = addr
         self._phase = phase
@@ -663,8 +697,7 @@ class _TcpClient:
 class _HttpClient:
     """One keep-alive HTTP connection issuing requests back to back."""
 
-    __slots__ = ("_buf", "_cycle", "_expected", "_fd", "_index", "_loop", "_phase", "_sock",
-                 "_t0")
+    __slots__ = ("_buf", "_cycle", "_expected", "_fd", "_index", "_loop", "_phase", "_sock", "_t0")
 
     def __init__(self, loop: asyncio.AbstractEventLoop, cycle: Cycle, offset: int) -> None:
         self._loop = loop
@@ -850,8 +883,9 @@ class LoadPlan:
     phase_timeout_s: float
 
 
-async def _wait_phase(phase: Phase, clients: Sequence[_TcpClient | _HttpClient],
-                      limit_s: float) -> None:
+async def _wait_phase(
+    phase: Phase, clients: Sequence[_TcpClient | _HttpClient], limit_s: float
+) -> None:
     done, _ = await asyncio.wait([phase.done], timeout=limit_s)
     if not done:
         phase.remaining = 0
@@ -860,8 +894,16 @@ async def _wait_phase(phase: Phase, clients: Sequence[_TcpClient | _HttpClient],
             client.abort()
 
 
-async def _tcp_phase(addr: tuple[str, int], cycle: Cycle, concurrency: int, budget: int,
-                     duration_s: float | None, limit_s: float, *, record: bool) -> Phase:
+async def _tcp_phase(
+    addr: tuple[str, int],
+    cycle: Cycle,
+    concurrency: int,
+    budget: int,
+    duration_s: float | None,
+    limit_s: float,
+    *,
+    record: bool,
+) -> Phase:
     loop = asyncio.get_running_loop()
     now = time.perf_counter()
     phase = Phase(budget, now + (duration_s if duration_s else limit_s), record=record)
@@ -873,8 +915,14 @@ async def _tcp_phase(addr: tuple[str, int], cycle: Cycle, concurrency: int, budg
     return phase
 
 
-async def _http_phase(clients: Sequence[_HttpClient], budget: int, duration_s: float | None,
-                      limit_s: float, *, record: bool) -> Phase:
+async def _http_phase(
+    clients: Sequence[_HttpClient],
+    budget: int,
+    duration_s: float | None,
+    limit_s: float,
+    *,
+    record: bool,
+) -> Phase:
     now = time.perf_counter()
     phase = Phase(budget, now + (duration_s if duration_s else limit_s), record=record)
     phase.active = len(clients)
@@ -905,10 +953,12 @@ async def measure(
 
         async def run(budget: int, duration: float | None, *, record: bool) -> Phase:
             if transport == "tcp":
-                return await _tcp_phase(addr, cycle, concurrency, budget, duration,
-                                        plan.phase_timeout_s, record=record)
-            return await _http_phase(http_clients, budget, duration, plan.phase_timeout_s,
-                                     record=record)
+                return await _tcp_phase(
+                    addr, cycle, concurrency, budget, duration, plan.phase_timeout_s, record=record
+                )
+            return await _http_phase(
+                http_clients, budget, duration, plan.phase_timeout_s, record=record
+            )
 
         warm = await run(plan.warmup, None, record=False)
         cpu0, busy0 = server.cpu_sample(), machine_busy_s()
@@ -992,8 +1042,9 @@ def build_parser() -> argparse.ArgumentParser:
         description=(
             "Benchmark softap-sim's TCP and HTTP listeners against bare asyncio servers "
             "returning byte-identical replies. Every server runs in its own process; the "
-            "load comes from this one. The key metric is the server's CPU time per command "
-            "(on 2 cores the Python load generator saturates before the server does)."
+            "load comes from this one. The key metric is the server's CPU time per command: "
+            "on 2 cores the Python load generator caps the baseline's throughput, so "
+            "throughput alone understates the difference."
         ),
         epilog=(
             f"Targets (ours/bare): CPU per command <= {CPU_TARGET}, throughput >= "
@@ -1001,41 +1052,84 @@ def build_parser() -> argparse.ArgumentParser:
             "1 missed target with --enforce, 2 set-up/verification failure, 3 request "
             "errors under load, 130 interrupted."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--concurrency", type=_positive_int, default=50,
-                        help="concurrent clients; HTTP uses at most the device's socket "
-                             "count (10 on current firmware) for both servers")
-    parser.add_argument("--requests", type=_positive_int, default=None,
-                        help=f"measured commands per transport, server and round (default "
-                             f"{DEFAULT_REQUESTS}; with --duration, up to {UNLIMITED_REQUESTS:,})")
-    parser.add_argument("--rounds", type=_positive_int, default=DEFAULT_ROUNDS,
-                        help="measured windows per transport and server, alternating ours and "
-                             "bare so that background load hits both alike; summed")
-    parser.add_argument("--duration", type=_positive_float, default=None, metavar="SECONDS",
-                        help="end each measured window after this long (or at --requests, "
-                             "whichever comes first)")
-    parser.add_argument("--warmup", type=int, default=None,
-                        help="unmeasured commands before each window (default: 10%% of "
-                             "--requests, 200 to 2000)")
-    parser.add_argument("--command", type=parse_commands, default=("device-id",),
-                        metavar="NAME[,NAME...]",
-                        help=f"command(s) to send, cycled per client: {', '.join(COMMANDS)}, "
-                             "a comma-separated mix, or 'mixed' for all of them")
-    parser.add_argument("--transport", choices=("tcp", "http", "both"), default="both",
-                        help="which transport(s) to benchmark")
-    parser.add_argument("--seed", type=int, default=1, help="device identity seed")
-    parser.add_argument("--phase-timeout", type=_positive_float, default=120.0,
-                        metavar="SECONDS", help="hard limit of any warm-up or measured phase")
-    parser.add_argument("--json", action="store_true",
-                        help="print a machine-readable summary on stdout instead of the table")
-    parser.add_argument("--enforce", action="store_true",
-                        help="exit with status 1 when a ratio misses its target")
-    parser.add_argument("--profile-server", metavar="PSTATS", default=None,
-                        help="run our server under cProfile, write its stats here and print "
-                             "the top entries (CPU numbers are then inflated)")
-    parser.add_argument("--serve", choices=("ours", "bare-tcp", "bare-http"),
-                        help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=50,
+        help="concurrent clients; HTTP uses at most the device's socket "
+        "count (10 on current firmware) for both servers "
+        "(default: %(default)s)",
+    )
+    parser.add_argument(
+        "--requests",
+        type=_positive_int,
+        default=None,
+        help=f"measured commands per transport, server and round (default "
+        f"{DEFAULT_REQUESTS}; with --duration, up to {UNLIMITED_REQUESTS:,})",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=DEFAULT_ROUNDS,
+        help="measured windows per transport and server, alternating ours and "
+        "bare so that background load hits both alike; summed (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=None,
+        metavar="SECONDS",
+        help="end each measured window after this long (or at --requests, whichever comes first)",
+    )
+    parser.add_argument(
+        "--warmup",
+        type=int,
+        default=None,
+        help="unmeasured commands before each window (default: 10%% of --requests, 200 to 2000)",
+    )
+    parser.add_argument(
+        "--command",
+        type=parse_commands,
+        default="device-id",
+        metavar="NAME[,NAME...]",
+        help=f"command(s) to send, cycled per client: {', '.join(COMMANDS)}, "
+        "a comma-separated mix, or 'mixed' for all of them (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--transport",
+        choices=("tcp", "http", "both"),
+        default="both",
+        help="which transport(s) to benchmark (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--seed", type=int, default=1, help="device identity seed (default: %(default)s)"
+    )
+    parser.add_argument(
+        "--phase-timeout",
+        type=_positive_float,
+        default=120.0,
+        metavar="SECONDS",
+        help="hard limit of any warm-up or measured phase (default: %(default)s)",
+    )
+    parser.add_argument(
+        "--json",
+        action="store_true",
+        help="print a machine-readable summary on stdout instead of the table",
+    )
+    parser.add_argument(
+        "--enforce", action="store_true", help="exit with status 1 when a ratio misses its target"
+    )
+    parser.add_argument(
+        "--profile-server",
+        metavar="PSTATS",
+        default=None,
+        help="run our server under cProfile, write its stats here and print "
+        "the top entries (CPU numbers are then inflated)",
+    )
+    parser.add_argument(
+        "--serve", choices=("ours", "bare-tcp", "bare-http"), help=argparse.SUPPRESS
+    )
     parser.add_argument("--profile-out", help=argparse.SUPPRESS)
     return parser
 
@@ -1060,15 +1154,23 @@ async def _drive(
 ) -> list[Measurement]:
     """Per transport, ``rounds`` times: ours then bare (alternating evens out drift)."""
     totals: dict[tuple[str, str], Measurement] = {}
-    amount = (f"{plan.requests}" if plan.requests < UNLIMITED_REQUESTS
-              else f"for {plan.duration_s:g} s")
+    amount = (
+        f"{plan.requests}" if plan.requests < UNLIMITED_REQUESTS else f"for {plan.duration_s:g} s"
+    )
     for transport in transports:
         for n in range(1, rounds + 1):
             for role in ("ours", "bare"):
-                _progress(f"{transport}/{role} round {n}/{rounds}: {clients[transport]} "
-                          f"clients, warm-up {plan.warmup}, measuring {amount}")
-                m = await measure(transport, servers[(transport, role)], cycles[transport],
-                                  clients[transport], plan)
+                _progress(
+                    f"{transport}/{role} round {n}/{rounds}: {clients[transport]} "
+                    f"clients, warm-up {plan.warmup}, measuring {amount}"
+                )
+                m = await measure(
+                    transport,
+                    servers[(transport, role)],
+                    cycles[transport],
+                    clients[transport],
+                    plan,
+                )
                 if (transport, role) in totals:
                     totals[(transport, role)].merge(m)
                 else:
@@ -1082,46 +1184,69 @@ def _ratios(results: Sequence[Measurement]) -> list[Ratio]:
         pair = {m.server: m for m in results if m.transport == transport}
         if "ours" in pair and "bare" in pair:
             ours, bare = pair["ours"], pair["bare"]
-            ratios.append(Ratio(
-                transport,
-                cpu=ours.cpu_per_command_us / bare.cpu_per_command_us
-                if bare.cpu_per_command_us > 0 else math.inf,
-                throughput=ours.rate / bare.rate if bare.rate > 0 else 0.0,
-            ))
+            ratios.append(
+                Ratio(
+                    transport,
+                    cpu=ours.cpu_per_command_us / bare.cpu_per_command_us
+                    if bare.cpu_per_command_us > 0
+                    else math.inf,
+                    throughput=ours.rate / bare.rate if bare.rate > 0 else 0.0,
+                )
+            )
     return ratios
 
 
-def print_table(results: Sequence[Measurement], ratios: Sequence[Ratio],
-                commands: Sequence[str], cpu_source: str) -> None:
-    print(f"softap-sim benchmark: command(s) {','.join(commands)}; {os.cpu_count()} CPUs; "
-          f"Python {sys.version.split()[0]}; server CPU from {cpu_source}")
-    print("  srv CPU / gen CPU / other CPU: server process, this load generator, rest of the "
-          "machine (kernel, foreign load), in % of one core")
-    head = (f"{'transport':<9} {'server':<6} {'clients':>7} {'commands':>9} {'errors':>6} "
-            f"{'cmd/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'srv CPU/cmd':>11} {'srv CPU':>7} "
-            f"{'gen CPU':>7} {'other':>6}")
+def print_table(
+    results: Sequence[Measurement],
+    ratios: Sequence[Ratio],
+    commands: Sequence[str],
+    cpu_source: str,
+) -> None:
+    print(
+        f"softap-sim benchmark: command(s) {','.join(commands)}; {os.cpu_count()} CPUs; "
+        f"Python {sys.version.split()[0]}; server CPU from {cpu_source}"
+    )
+    print(
+        "  srv CPU / gen CPU / other CPU: server process, this load generator, rest of the "
+        "machine (kernel, foreign load), in % of one core"
+    )
+    head = (
+        f"{'transport':<9} {'server':<6} {'clients':>7} {'commands':>9} {'errors':>6} "
+        f"{'cmd/s':>8} {'p50 ms':>7} {'p99 ms':>7} {'srv CPU/cmd':>11} {'srv CPU':>7} "
+        f"{'gen CPU':>7} {'other':>6}"
+    )
     print(head)
     print("-" * len(head))
     for m in results:
-        print(f"{m.transport:<9} {m.server:<6} {m.clients:>7} {m.commands:>9} {m.errors:>6} "
-              f"{m.rate:>8.0f} {m.percentile_ms(50):>7.2f} {m.percentile_ms(99):>7.2f} "
-              f"{m.cpu_per_command_us:>8.2f} us {m.util(m.server_cpu_s):>7.0%} "
-              f"{m.util(m.client_cpu_s):>7.0%} {m.util(m.other_cpu_s):>6.0%}")
+        print(
+            f"{m.transport:<9} {m.server:<6} {m.clients:>7} {m.commands:>9} {m.errors:>6} "
+            f"{m.rate:>8.0f} {m.percentile_ms(50):>7.2f} {m.percentile_ms(99):>7.2f} "
+            f"{m.cpu_per_command_us:>8.2f} us {m.util(m.server_cpu_s):>7.0%} "
+            f"{m.util(m.client_cpu_s):>7.0%} {m.util(m.other_cpu_s):>6.0%}"
+        )
     print()
     print("ours / bare")
     for r in ratios:
-        print(f"  {r.transport:<5} CPU per command {r.cpu:5.2f} (target <= {CPU_TARGET:.2f}) "
-              f"{'PASS' if r.cpu_pass else 'FAIL'}   throughput {r.throughput:5.2f} "
-              f"(target >= {THROUGHPUT_TARGET:.2f}) {'PASS' if r.throughput_pass else 'FAIL'}")
+        print(
+            f"  {r.transport:<5} CPU per command {r.cpu:5.2f} (target <= {CPU_TARGET:.2f}) "
+            f"{'PASS' if r.cpu_pass else 'FAIL'}   throughput {r.throughput:5.2f} "
+            f"(target >= {THROUGHPUT_TARGET:.2f}) {'PASS' if r.throughput_pass else 'FAIL'}"
+        )
     for m in results:
         for sample in m.error_samples:
             print(f"  error ({m.transport}/{m.server}): {sample}")
-    print("  cross-check, /proc/<pid>/stat utime+stime vs the CPU used above: " + ", ".join(
-        f"{m.transport}/{m.server} {m.server_cpu_ticks_s:.2f} s vs {m.server_cpu_s:.2f} s"
-        for m in results))
+    print(
+        "  cross-check, /proc/<pid>/stat utime+stime vs the CPU used above: "
+        + ", ".join(
+            f"{m.transport}/{m.server} {m.server_cpu_ticks_s:.2f} s vs {m.server_cpu_s:.2f} s"
+            for m in results
+        )
+    )
     if any(m.util(m.other_cpu_s) > 0.5 for m in results):
-        print("  note: > 50% of a core went to other work during a window (kernel or foreign "
-              "load): throughput is noisy, trust CPU per command")
+        print(
+            "  note: > 50% of a core went to other work during a window (kernel or foreign "
+            "load): throughput is noisy, trust CPU per command"
+        )
     if any(m.server_cpu_s * CLK_TCK < 100 for m in results) and "schedstat" not in cpu_source:
         print("  note: a window used < 100 CPU ticks; raise --requests for steadier ratios")
 
@@ -1129,8 +1254,7 @@ def print_table(results: Sequence[Measurement], ratios: Sequence[Ratio],
 def _print_profile(path: str) -> None:
     import pstats
 
-    print(f"\n== cProfile of our server process ({path}), top 30 by own time ==",
-          file=sys.stderr)
+    print(f"\n== cProfile of our server process ({path}), top 30 by own time ==", file=sys.stderr)
     stats = pstats.Stats(path, stream=sys.stderr)
     stats.sort_stats("tottime").print_stats(30)
 
@@ -1153,7 +1277,8 @@ def run_benchmark(args: argparse.Namespace) -> int:
         bare_ports: dict[str, int | None] = {"tcp": None, "http": None}
         for transport in transports:
             replies = (
-                {c: tcp_replies[c].hex() for c in commands} if transport == "tcp"
+                {c: tcp_replies[c].hex() for c in commands}
+                if transport == "tcp"
                 else {f"/{c}": http_replies[c].hex() for c in commands}
             )
             bare = ServerProcess(f"bare-{transport}", config={"replies": replies})
@@ -1162,10 +1287,11 @@ def run_benchmark(args: argparse.Namespace) -> int:
             bare_ports[transport] = int(bare.start()["tcp_port"])
             servers[(transport, "ours")] = ours
             servers[(transport, "bare")] = bare
-        verify_baselines(bare_ports["tcp"], bare_ports["http"], commands, tcp_replies,
-                         http_replies)
-        _progress("baselines verified: byte-identical replies for "
-                  f"{', '.join(commands)} on {', '.join(transports)}")
+        verify_baselines(bare_ports["tcp"], bare_ports["http"], commands, tcp_replies, http_replies)
+        _progress(
+            "baselines verified: byte-identical replies for "
+            f"{', '.join(commands)} on {', '.join(transports)}"
+        )
 
         http_clients = min(args.concurrency, int(ours_info.get("http_sockets") or 1))
         clients = {"tcp": args.concurrency, "http": http_clients}
@@ -1183,33 +1309,43 @@ def run_benchmark(args: argparse.Namespace) -> int:
         else f"/proc/<pid>/stat utime+stime ({CLK_TCK} ticks/s)"
     )
     if ours.returncode not in (0, None):
-        raise BenchError(f"the emulator process exited with status {ours.returncode} "
-                         "(an internal error; see its stderr above)")
+        raise BenchError(
+            f"the emulator process exited with status {ours.returncode} "
+            "(an internal error; see its stderr above)"
+        )
 
     if args.json:
-        print(json.dumps({
-            "commands": list(commands),
-            "concurrency": args.concurrency,
-            "http_connections": http_clients,
-            "requests": plan.requests,
-            "warmup": plan.warmup,
-            "duration_s": plan.duration_s,
-            "rounds": args.rounds,
-            "cpu_source": cpu_source,
-            "cpus": os.cpu_count(),
-            "python": sys.version.split()[0],
-            "emulator_served": served,
-            "results": [m.summary() for m in results],
-            "ratios": [
-                {"transport": r.transport,
-                 "cpu_per_command": round(r.cpu, 3), "cpu_target_max": CPU_TARGET,
-                 "cpu_pass": r.cpu_pass,
-                 "throughput": round(r.throughput, 3),
-                 "throughput_target_min": THROUGHPUT_TARGET,
-                 "throughput_pass": r.throughput_pass}
-                for r in ratios
-            ],
-        }, indent=2))
+        print(
+            json.dumps(
+                {
+                    "commands": list(commands),
+                    "concurrency": args.concurrency,
+                    "http_connections": http_clients,
+                    "requests": plan.requests,
+                    "warmup": plan.warmup,
+                    "duration_s": plan.duration_s,
+                    "rounds": args.rounds,
+                    "cpu_source": cpu_source,
+                    "cpus": os.cpu_count(),
+                    "python": sys.version.split()[0],
+                    "emulator_served": served,
+                    "results": [m.summary() for m in results],
+                    "ratios": [
+                        {
+                            "transport": r.transport,
+                            "cpu_per_command": round(r.cpu, 3),
+                            "cpu_target_max": CPU_TARGET,
+                            "cpu_pass": r.cpu_pass,
+                            "throughput": round(r.throughput, 3),
+                            "throughput_target_min": THROUGHPUT_TARGET,
+                            "throughput_pass": r.throughput_pass,
+                        }
+                        for r in ratios
+                    ],
+                },
+                indent=2,
+            )
+        )
     else:
         print_table(results, ratios, commands, cpu_source)
         if served:
