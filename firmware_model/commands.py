@@ -95,10 +95,20 @@ class JsonWriter:
         return Reply(ReplyKind.JSON, tuple(self.writes), tuple(effects))
 
 
+_RESULT_REPLIES: dict[tuple[int, tuple[DeviceEffect, ...]], Reply] = {}
+
+
 def result_reply(r: int, *effects: DeviceEffect) -> Reply:
-    w = JsonWriter()
-    w.result_code(r)
-    return w.reply(*effects)
+    """``write_result_code``: ``{"r":<r>}``. Replies are immutable, so they are shared."""
+    key = (r, effects)
+    reply = _RESULT_REPLIES.get(key)
+    if reply is None:
+        w = JsonWriter()
+        w.result_code(r)
+        reply = w.reply(*effects)
+        if len(_RESULT_REPLIES) < 1024:
+            _RESULT_REPLIES[key] = reply
+    return reply
 
 
 def c_atoi(text: bytes) -> int:

@@ -30,7 +30,7 @@ from firmware_model.dct import Dct
 from firmware_model.eras import ERAS, CryptoErrors, EraProfile, FirmwareEra
 from firmware_model.jsmn import TokenType, parse_json_request
 from firmware_model.keys import CIPHERTEXT_BUFFER_BYTES, DeviceKey, aes128_cbc_decrypt_blocks
-from firmware_model.radio import RadioEnvironment
+from firmware_model.radio import AccessPoint, RadioEnvironment
 from firmware_model.secret import Secret
 
 # wlan_hal.h result codes of wlan_set_credentials
@@ -115,6 +115,7 @@ class Device:
         self._version = Reply(ReplyKind.JSON, (b'{"v":2}',))
         self._public_key: Reply | None = None
         self._device_id: dict[bool, Reply] = {}
+        self._scan: tuple[tuple[object, ...], Reply] | None = None
 
     @property
     def era(self) -> FirmwareEra:
@@ -181,10 +182,19 @@ class Device:
         return self._public_key
 
     def _scan_ap(self) -> Reply:
+        aps = tuple(self.radio.scan())
+        if self._scan is not None and self._scan[0] == aps:
+            return self._scan[1]
+        reply = self._render_scan(aps)
+        self._scan = (aps, reply)
+        return reply
+
+    @staticmethod
+    def _render_scan(aps: tuple[AccessPoint, ...]) -> Reply:
         w = JsonWriter()
         w.raw(b'{"scans":[')
         first = True
-        for ap in self.radio.scan():
+        for ap in aps:
             ssid = ap.advertised_ssid.split(b"\x00", 1)[0]
             if not ssid:
                 continue

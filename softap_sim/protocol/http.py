@@ -96,7 +96,45 @@ def _glob(pattern: bytes, text: bytes) -> bool:
     return p == len(pattern)
 
 
-def routes_for(profile: EraProfile) -> tuple[Route, ...]:
+class RouteTable(tuple[Route, ...]):
+    """The page table in match order, plus a lookup for its leading exact routes.
+
+    Routes are tried in order and the first match wins; the leading routes without
+    wildcards or prefix matching are also indexed by path, so the common case (no
+    Content-Type gate, a command path) costs one dict lookup.
+    """
+
+    exact: dict[bytes, Route]
+    scan_from: int
+
+    def __new__(cls, routes: tuple[Route, ...] | list[Route]) -> RouteTable:
+        self = super().__new__(cls, routes)
+        self.exact = {}
+        self.scan_from = len(self)
+        for i, route in enumerate(self):
+            if route.prefix or b"*" in route.pattern or b"?" in route.pattern:
+                self.scan_from = i
+                break
+            self.exact.setdefault(route.pattern, route)
+        return self
+
+    def match(self, path: bytes, gate: bytes | None) -> Route | None:
+        if gate is None:
+            found = self.exact.get(path)
+            if found is not None:
+                return found
+            candidates = self[self.scan_from :]
+        else:
+            candidates = self
+        for route in candidates:
+            if gate is not None and route.mime != gate:
+                continue
+            if route.matches(path):
+                return route
+        return None
+
+
+def routes_for(profile: EraProfile) -> RouteTable:
     """The page table of ``softap_ip.c`` for an era (§3.2, §8)."""
     routes = [
         Route(b"/", b"text/html", RouteKind.RAW_STATIC),
@@ -115,10 +153,10 @@ def routes_for(profile: EraProfile) -> tuple[Route, ...]:
                 prefix=profile.prefix_routes,
             )
         )
-    return tuple(routes)
+    return RouteTable(routes)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class HttpRequest:
     """A request the library accepted and routed."""
 
@@ -189,7 +227,7 @@ class HttpConnection:
     def __init__(
         self, routes: tuple[Route, ...], can_allocate: Callable[[int], bool] | None = None
     ) -> None:
-        self._routes = routes
+        self._routes = routes if isinstance(routes, RouteTable) else RouteTable(routes)
         self._can_allocate = can_allocate
         #: the stream's cross-host flag: set by any dynamic page, kept for the connection
         self.cors = False
@@ -243,16 +281,11 @@ class HttpConnection:
         return HttpRequest(method, path, query, route, None, close)
 
     def _route(self, head: bytes, path: bytes) -> Route | None:
-        ctype = _header_value(head, b"Content-Type: ")
         gate = None
-        if ctype is not None:
+        if b"Content-Type: " in head:
+            ctype = _header_value(head, b"Content-Type: ") or b""
             gate = next((m for m in KNOWN_MIME_TYPES if ctype.startswith(m)), None)
-        for route in self._routes:
-            if gate is not None and route.mime != gate:
-                continue
-            if route.matches(path):
-                return route
-        return None
+        return self._routes.match(path, gate)
 
     def _complete(self, body: bytes) -> HttpRequest:
         assert self._pending is not None
@@ -317,11 +350,34 @@ class HttpConnection:
     def render_command(self, reply: Reply) -> bytes:
         """H200, one chunk per firmware write, then the terminating chunk."""
         self.cors = True
-        parts = [self._head(b"200 OK", b"application/json")]
-        if reply.kind is ReplyKind.JSON:
-            for w in reply.writes:
-                parts.append(b"%x\r\n" % len(w))
-                parts.append(w)
-                parts.append(b"\r\n")
-        parts.append(b"0\r\n\r\n")
-        return b"".join(parts)
+        return _H200 + encode_chunks(reply)
+
+
+def _render_h200() -> bytes:
+    conn = HttpConnection(RouteTable(()))
+    conn.cors = True
+    return conn._head(b"200 OK", b"application/json")
+
+
+_H200 = _render_h200()
+_CHUNK_CACHE: dict[int, tuple[Reply, bytes]] = {}
+_CHUNK_CACHE_MAX = 256
+
+
+def encode_chunks(reply: Reply) -> bytes:
+    """The chunked body of a reply: one chunk per write, then ``0\\r\\n\\r\\n``.
+
+    The device model reuses its fixed replies (version, device-id, public-key), so
+    their encoding is memoised by identity; public-key alone is 598 chunks.
+    """
+    cached = _CHUNK_CACHE.get(id(reply))
+    if cached is not None and cached[0] is reply:
+        return cached[1]
+    if reply.kind is ReplyKind.JSON:
+        out = b"".join(b"%x\r\n%b\r\n" % (len(w), w) for w in reply.writes) + b"0\r\n\r\n"
+    else:
+        out = b"0\r\n\r\n"
+    if len(_CHUNK_CACHE) >= _CHUNK_CACHE_MAX:
+        _CHUNK_CACHE.clear()
+    _CHUNK_CACHE[id(reply)] = (reply, out)
+    return out

@@ -29,7 +29,7 @@ class _Phase(enum.Enum):
     DONE = 5
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class TcpRequest:
     """One decoded request. ``body`` is ``None`` when the device could not read it."""
 

@@ -101,7 +101,8 @@ class _HttpProtocol(asyncio.Protocol):
             out = codec.render_page_handler(req.path, req.query)
         else:
             out = codec.render_static(route, self.server.root_redirect)
-        log.debug("http %s %s %r -> %d bytes", self.peer, req.method.decode(), req.path, len(out))
+        if log.isEnabledFor(logging.DEBUG):
+            log.debug("http %s %s %r -> %d bytes", self.peer, req.method, req.path, len(out))
         assert self.transport is not None
         self.transport.write(out)
         if req.close:
