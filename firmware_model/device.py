@@ -9,8 +9,6 @@ never draws randomness (house-style.md §3).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 from firmware_model import security as sec
 from firmware_model.commands import (
     ANTENNA_COMMANDS,
@@ -25,13 +23,42 @@ from firmware_model.commands import (
     json_unescape,
     result_reply,
 )
-from firmware_model.credentials import EnterpriseConfig, WifiCredential
+from firmware_model.credentials import CredentialStore, EnterpriseConfig, WifiCredential
 from firmware_model.dct import Dct
 from firmware_model.eras import ERAS, CryptoErrors, EraProfile, FirmwareEra
-from firmware_model.jsmn import TokenType, parse_json_request
-from firmware_model.keys import CIPHERTEXT_BUFFER_BYTES, DeviceKey, aes128_cbc_decrypt_blocks
+from firmware_model.events import (
+    DctChanged,
+    Effect,
+    Event,
+    JoinFinished,
+    JoinOutcome,
+    SoftApShutdown,
+)
+from firmware_model.faults import FaultKind, FaultPlan
+from firmware_model.jsmn import (
+    JsmnError,
+    TokenType,
+    parse_json_request,
+    token_array_sizes,
+    tokenize,
+)
+from firmware_model.keys import (
+    CIPHERTEXT_BUFFER_BYTES,
+    MBEDTLS_ERR_RSA_PRIVATE_FAILED,
+    DeviceKey,
+    aes128_cbc_decrypt_blocks,
+)
+from firmware_model.led import Led
+from firmware_model.memory import (
+    JSON_TOKEN_BYTES,
+    RSA_WORK_BYTES,
+    SCAN_QUEUE_BYTES,
+    Heap,
+)
 from firmware_model.radio import AccessPoint, RadioEnvironment
 from firmware_model.secret import Secret
+from firmware_model.state import DeviceState, Lifecycle, join_result
+from firmware_model.timing import FAST, TimingProfile
 
 # wlan_hal.h result codes of wlan_set_credentials
 WLAN_SET_CREDENTIALS_CIPHER_REQUIRED = -2
@@ -50,9 +77,9 @@ MAX_IDENTITY_BYTES = 64
 MAX_CERTIFICATE_BYTES = 4096
 MAX_PRIVATE_KEY_BYTES = 2048
 
-#: free heap while in listening mode, bytes (issue particle-iot/device-os#2082:
-#: 45,640 before entering, 13,408 while listening). Bounds request-body allocations.
-LISTENING_FREE_HEAP_BYTES = 13_408
+#: ``MBEDTLS_ERR_MPI_ALLOC_FAILED``: the RSA working memory could not be allocated
+MBEDTLS_ERR_MPI_ALLOC_FAILED = -0x0010
+TROPICSSL_ERR_RSA_PRIVATE_FAILED = -0x0450
 
 _S, _P = TokenType.STRING, TokenType.PRIMITIVE
 CONFIGURE_KEYS = (
@@ -74,20 +101,8 @@ SET_KEYS = (b"k", b"v")
 SET_TYPES = (_S, _S)
 
 
-class DeviceEffect:
-    """Base of the effects a reply asks the transport layer to carry out."""
-
-    __slots__ = ()
-
-
-@dataclass(frozen=True, slots=True)
-class DctChanged(DeviceEffect):
-    """Persistent state changed: write it to disk."""
-
-
-@dataclass(frozen=True, slots=True)
-class SoftApShutdown(DeviceEffect):
-    """``connect-ap`` signalled "setup complete": flush the reply, then stop the AP."""
+#: kept for callers that type effects loosely
+DeviceEffect = Effect
 
 
 class Device:
@@ -100,22 +115,82 @@ class Device:
         radio: RadioEnvironment | None = None,
         era: FirmwareEra = FirmwareEra.CURRENT,
         *,
-        free_heap_bytes: int = LISTENING_FREE_HEAP_BYTES,
+        heap: Heap | None = None,
+        timing: TimingProfile = FAST,
+        faults: FaultPlan | None = None,
+        cloud_available: bool = True,
     ) -> None:
         self.dct = dct
         self.key = key
         self.radio = radio if radio is not None else RadioEnvironment()
         self.profile: EraProfile = ERAS[era]
-        self.free_heap_bytes = free_heap_bytes
+        self.heap = heap if heap is not None else Heap()
+        self.timing = timing
+        self.faults = faults if faults is not None else FaultPlan()
+        #: whether the cloud answers (the device-to-cloud link itself is a later issue)
+        self.cloud_available = cloud_available
         #: ``wifi_creds_changed``: set when configure-ap saved a network in this session
         self.credentials_changed = False
         #: last antenna selected with ``ant-internal``/``ant-external`` (TCP only)
         self.antenna = "auto"
         self.connect_requested = False
+        self.lifecycle = Lifecycle(self)
+        self._join_delay_s = 0.0
+        #: Wi-Fi scans run so far (scan-ap, and configure-ap's security sniffing)
+        self.scans = 0
         self._version = Reply(ReplyKind.JSON, (b'{"v":2}',))
         self._public_key: Reply | None = None
         self._device_id: dict[bool, Reply] = {}
         self._scan: tuple[tuple[object, ...], Reply] | None = None
+
+    # -- lifecycle -----------------------------------------------------------------
+    @property
+    def state(self) -> DeviceState:
+        return self.lifecycle.state
+
+    @property
+    def led(self) -> Led:
+        return self.lifecycle.led
+
+    def handle(self, event: Event, now: float) -> list[Effect]:
+        """Apply a lifecycle event (power, button, timers ...); returns the effects."""
+        effects = self.lifecycle.handle(event, now)
+        if self._dct_dirty:
+            self._dct_dirty = False
+            effects.append(DctChanged())
+        return effects
+
+    _dct_dirty = False
+
+    def clear_credentials(self) -> None:
+        """SETUP held 10 s in listening mode: the stored networks are erased."""
+        self.dct.credentials.clear()
+        self._dct_dirty = True
+
+    def join_attempt(self) -> tuple[JoinFinished, int]:
+        """The outcome of the next join: a scripted ``join`` fault, else the radio."""
+        fault = self.faults.first(FaultKind.JOIN)
+        if fault is None:
+            self._join_delay_s = 0.0
+            return join_result(self)
+        self._join_delay_s = self.faults.delay_s(fault)
+        creds = self.dct.credentials.list()
+        ssid = creds[0].ssid if creds else b""
+        return JoinFinished(JoinOutcome(fault.outcome), ssid), 1
+
+    def join_delay_s(self) -> float:
+        return self._join_delay_s
+
+    def cloud_reachable(self) -> bool:
+        if self.faults.first(FaultKind.CLOUD_UNREACHABLE) is not None:
+            return False
+        return self.cloud_available
+
+    @property
+    def saves_lost(self) -> bool:
+        """Listening mode was entered below the memory gate: DCT writes get lost."""
+        health = self.lifecycle.health
+        return self.state is DeviceState.LISTENING and health is not None and not health.gate_passed
 
     @property
     def era(self) -> FirmwareEra:
@@ -129,10 +204,16 @@ class Device:
 
     def can_allocate_body(self, length: int) -> bool:
         """``malloc(length + 1)`` for the body copy; fails for garbage or huge lengths."""
-        return length >= 0 and length + 1 <= self.free_heap_bytes
+        return length >= 0 and length + 1 <= self.heap.free_bytes
 
     def execute(self, name: str, body: bytes | None = b"") -> Reply:
         """Run one command. ``body`` is ``None`` when reading or allocating it failed."""
+        try:
+            return self._execute(name, body)
+        finally:
+            self.heap.end_request()
+
+    def _execute(self, name: str, body: bytes | None) -> Reply:
         if name == "version":
             return self._version
         if name == "device-id":
@@ -143,15 +224,41 @@ class Device:
             return self._public_key_reply()
         if name == "connect-ap":
             self.connect_requested = True
+            if self.faults.first(FaultKind.AP_STAYS_UP, name) is not None:
+                return result_reply(0)
             return result_reply(0, SoftApShutdown())
         if name in BODY_COMMANDS:
             # Reader::fetch_as_string copies the body into malloc(len + 1)
-            if body is None or not self.can_allocate_body(len(body)):
+            if body is None or not self.heap.try_transient(len(body) + 1):
                 return NO_JSON
-            return self._configure_ap(body) if name == "configure-ap" else self._set(body)
+            if not self._allocate_tokens(body):
+                return NO_JSON
+            before = (
+                self.dct.credentials.list(),
+                self.dct.claim_code_field,
+                self.credentials_changed,
+            )
+            reply = self._configure_ap(body) if name == "configure-ap" else self._set(body)
+            if any(isinstance(e, DctChanged) for e in reply.effects) and (
+                self.saves_lost or self.faults.first(FaultKind.SAVE_LOST, name) is not None
+            ):
+                # the reply says saved, the DCT never sees it (spec §7, seed text)
+                self.dct.credentials = CredentialStore(before[0])
+                self.dct.claim_code_field = before[1]
+                self.credentials_changed = before[2]
+                return result_reply(0)
+            return reply
         if name in ANTENNA_COMMANDS:
             self.antenna = ANTENNA_COMMANDS[name]
         return UNKNOWN
+
+    def _allocate_tokens(self, body: bytes) -> bool:
+        """``json_tokenise``: 64 tokens, grown by realloc while jsmn reports NOMEM."""
+        js = body.split(b"\x00", 1)[0]
+        tokens, ret = tokenize(js)
+        needed = len(tokens) if ret != JsmnError.NOMEM else len(tokens) + 1
+        final = token_array_sizes(needed)[-1]
+        return self.heap.try_transient(final * JSON_TOKEN_BYTES)
 
     # -- commands ------------------------------------------------------------------
     def _device_id_reply(self) -> Reply:
@@ -168,6 +275,9 @@ class Device:
         return cached
 
     def _public_key_reply(self) -> Reply:
+        fault = self.faults.first(FaultKind.KEY_VARIANT, "public-key")
+        if fault is not None:
+            return self._public_key_variant(fault.variant)
         if self._public_key is None:
             w = JsonWriter()
             w.char(b"{")
@@ -181,8 +291,39 @@ class Device:
             self._public_key = w.reply()
         return self._public_key
 
+    def _public_key_variant(self, variant: str) -> Reply:
+        """Key shapes apps must survive (pain-points.md #6)."""
+        area = self.key.public_key_area
+        der_len = (
+            2 + area[1]
+            if area[1] < 0x80
+            else 2 + (area[1] & 0x7F) + int.from_bytes(area[2 : 2 + (area[1] & 0x7F)], "big")
+        )
+        if variant == "unpadded":
+            data = area[:der_len]
+        elif variant == "pkcs1":
+            data = area[22:der_len]  # the RSAPublicKey alone, no SPKI header
+        else:  # corrupt: the RSAPublicKey SEQUENCE tag after the 22-byte header
+            data = area[:22] + b"\x31" + area[23:]
+        w = JsonWriter()
+        w.char(b"{")
+        w.raw(b'"b":"')
+        for ch in data.hex().upper().encode("ascii"):
+            w.char(bytes((ch,)))
+        w.char(b'"')
+        w.char(b",")
+        w.int_field(b"r", 0)
+        w.char(b"}")
+        return w.reply()
+
     def _scan_ap(self) -> Reply:
+        self.scans += 1
+        if not self.heap.try_transient(SCAN_QUEUE_BYTES):
+            return Reply(ReplyKind.JSON, (b'{"scans":[', b"]}"))  # the scan cannot start
         aps = tuple(self.radio.scan())
+        partial = self.faults.first(FaultKind.SCAN_PARTIAL, "scan-ap")
+        if partial is not None:
+            aps = tuple(ap for ap in aps if ap.advertised_ssid)[: partial.count]
         if self._scan is not None and self._scan[0] == aps:
             return self._scan[1]
         reply = self._render_scan(aps)
@@ -229,6 +370,10 @@ class Device:
     def _decrypt(self, hex_text: bytes, max_output: int) -> tuple[int, bytes]:
         """``decrypt()``: hex into the 256-byte buffer, then RSA. (result, plaintext)."""
         buf = hex_decode(hex_text, CIPHERTEXT_BUFFER_BYTES).ljust(CIPHERTEXT_BUFFER_BYTES, b"\x00")
+        if not self.heap.try_transient(RSA_WORK_BYTES):
+            if self.profile.crypto_errors is CryptoErrors.MBEDTLS:
+                return MBEDTLS_ERR_RSA_PRIVATE_FAILED + MBEDTLS_ERR_MPI_ALLOC_FAILED, b""
+            return TROPICSSL_ERR_RSA_PRIVATE_FAILED, b""
         res = self.key.decrypt_pkcs1v15(buf, max_output, self.profile.crypto_errors)
         if not res.ok:
             return res.error, b""
@@ -249,15 +394,18 @@ class Device:
         private_key_hex = b""
         ekey: bytes | None = None
         decrypt_result = 0
+        heap = self.heap
         for key, value in parsed.values:
             if key == 1 and value:
-                ssid = value
+                # WiFiAllocatedCredentials::setSsid: new (std::nothrow); silently missing
+                if heap.try_transient(len(value)):
+                    ssid = value
             elif key == 2:
                 text = value
                 if len(value) // 2:
                     decrypt_result, plain = self._decrypt(value, len(value))
                     text = plain.split(b"\x00", 1)[0]
-                if text:
+                if text and heap.try_transient(len(text)):
                     password = text
             elif key == 3:
                 channel = c_atoi(value)
@@ -323,6 +471,7 @@ class Device:
             return WLAN_INVALID_SSID_LENGTH
         wiced = sec.family_base(family)
         if wiced & (sec.WPA_SECURITY | sec.WPA2_SECURITY):
+            self.scans += 2  # dry run and save each sniff (wlan_set_credentials)
             ap = self.radio.sniff(ssid)
             if ap is None:
                 return WLAN_SET_CREDENTIALS_CIPHER_REQUIRED

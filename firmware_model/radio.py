@@ -29,6 +29,8 @@ class AccessPoint:
     bssid: str = "00:00:00:00:00:00"
     password: Secret = field(default=Secret(b""))
     hidden: bool = False
+    #: the AP's DHCP server answers (False reproduces "stuck at obtaining IP")
+    dhcp: bool = True
 
     @property
     def advertised_ssid(self) -> bytes:
@@ -74,6 +76,9 @@ class AccessPoint:
         hidden = data.get("hidden", False)
         if not isinstance(hidden, bool):
             raise ValueError(f"network #{index + 1} ({ssid!r}): 'hidden' must be true or false")
+        dhcp = data.get("dhcp", True)
+        if not isinstance(dhcp, bool):
+            raise ValueError(f"network #{index + 1} ({ssid!r}): 'dhcp' must be true or false")
         bssid = data.get("bssid", f"02:00:00:00:{index // 256:02x}:{index % 256:02x}")
         if not isinstance(bssid, str):
             raise ValueError(f"network #{index + 1} ({ssid!r}): 'bssid' must be a string")
@@ -86,6 +91,7 @@ class AccessPoint:
             bssid=bssid,
             password=Secret(password.encode("utf-8")),
             hidden=hidden,
+            dhcp=dhcp,
         )
 
 
@@ -108,6 +114,28 @@ class RadioEnvironment:
             if ap.advertised_ssid and ap.advertised_ssid == ssid:
                 return ap
         return None
+
+    def find(self, ssid: bytes) -> AccessPoint | None:
+        """The AP a join would associate with: the strongest BSS of that SSID, hidden or not."""
+        matches = [ap for ap in self.access_points if ap.ssid == ssid]
+        return max(matches, key=lambda ap: ap.rssi) if matches else None
+
+    def to_json(self) -> list[dict[str, Any]]:
+        """For the control API: passwords are never included."""
+        return [
+            {
+                "ssid": ap.ssid.decode("utf-8", "replace"),
+                "security": ap.security,
+                "channel": ap.channel,
+                "rssi": ap.rssi,
+                "mdr": ap.max_data_rate,
+                "bssid": ap.bssid,
+                "hidden": ap.hidden,
+                "dhcp": ap.dhcp,
+                "has_password": bool(ap.password),
+            }
+            for ap in self.access_points
+        ]
 
     @classmethod
     def from_list(cls, items: Iterable[Mapping[str, Any]]) -> RadioEnvironment:

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import os
 import tomllib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from firmware_model import DeviceIdentity, DeviceKey, RadioEnvironment, default_environment
-from firmware_model.device import LISTENING_FREE_HEAP_BYTES
 from firmware_model.eras import FirmwareEra
+from firmware_model.memory import DEFAULT_GATE_BYTES, DEFAULT_HEAP_AFTER_BOOT_BYTES, GateMode
+from firmware_model.timing import FAST, TimingProfile
 from softap_sim.errors import ConfigError
 
 
@@ -53,7 +56,23 @@ class SimConfig:
     #: seeds identity generation (device id, device code) for reproducible runs
     seed: int | None = None
     radio: RadioEnvironment = field(default_factory=default_environment)
-    free_heap_bytes: int = LISTENING_FREE_HEAP_BYTES
+    #: step durations (``fast`` for CI, ``realistic`` for bench runs)
+    timing: TimingProfile = FAST
+    #: free heap after boot with an empty application, and the application's RAM use
+    heap_after_boot_bytes: int = DEFAULT_HEAP_AFTER_BOOT_BYTES
+    app_ram_bytes: int = 0
+    #: the listening-mode memory gate (21.5 KB) and what happens below it
+    gate_bytes: int = DEFAULT_GATE_BYTES
+    gate_mode: GateMode = GateMode.APPEARS
+    #: faults active from the start, as fault tables (see ``firmware_model.faults``)
+    faults: tuple[Mapping[str, Any], ...] = ()
+    #: whether the (simulated) cloud answers after a successful join
+    cloud_available: bool = True
+    #: record every exchange in memory (``emu.transcript``) and, if set, to this file
+    record: bool = True
+    transcript_path: Path | None = None
+    #: a name for logs and transcripts (the scenario's)
+    scenario: str = ""
     #: RSA modulus of a newly generated device key (the Photon uses 1024)
     key_bits: int = 1024
     #: fixed identity / key for an in-memory device (``state_dir=None``), e.g. in tests

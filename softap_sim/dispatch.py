@@ -1,46 +1,122 @@
 """The one command dispatch both transports call, so TCP and HTTP cannot drift apart.
 
-It runs the model, logs the exchange with secrets redacted and hands the reply's
-effects to the emulator.
+It runs the model, decides how the reply is delivered (delivery faults, the time a
+scan blocks the server), logs the exchange with secrets redacted, records it in the
+transcript and hands the reply's effects to the emulator.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from dataclasses import dataclass
 
-from firmware_model import Device, DeviceEffect, Reply
+from firmware_model import Device, Effect, FaultKind, Reply
+from firmware_model.faults import DELIVERY_KINDS
 from softap_sim.log import sanitize
+from softap_sim.transcript import Transcript
 
 log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class Delivery:
+    """How the transport hands the reply to the client."""
+
+    #: seconds before anything is written (latency faults, blocking scans)
+    delay_s: float = 0.0
+    #: normal, no-reply, reply-then-hang, close-without-reply, half-open, drop-mid-reply, reset
+    mode: str = "normal"
+    #: for drop-mid-reply: how many bytes get out first (None: half)
+    nbytes: int | None = None
+
+
+NORMAL = Delivery()
 
 
 class CommandDispatcher:
     """Runs commands on a :class:`~firmware_model.Device` for any transport."""
 
-    __slots__ = ("_on_effect", "device", "served")
+    __slots__ = ("_now", "_on_effect", "device", "served", "transcript")
 
-    def __init__(self, device: Device, on_effect: Callable[[DeviceEffect], None]) -> None:
+    def __init__(
+        self,
+        device: Device,
+        on_effect: Callable[[Effect], None],
+        transcript: Transcript | None = None,
+        now: Callable[[], float] = lambda: 0.0,
+    ) -> None:
         self.device = device
         self._on_effect = on_effect
+        self.transcript = transcript
+        self._now = now
         #: commands served so far, per transport
         self.served: dict[str, int] = {"tcp": 0, "http": 0}
 
-    def dispatch(self, transport: str, peer: str, name: str, body: bytes | None) -> Reply:
-        reply = self.device.execute(name, body)
+    def dispatch(
+        self, transport: str, peer: str, name: str, body: bytes | None
+    ) -> tuple[Reply, Delivery]:
+        device = self.device
+        scans_before = device.scans
+        reply = device.execute(name, body)
         self.served[transport] += 1
+        delivery = self._delivery(transport, name, device.scans - scans_before)
         if log.isEnabledFor(logging.INFO):
             shown = reply.body if name != "public-key" else b"<public key>"
+            extra = "" if delivery is NORMAL else f" [{delivery.mode} +{delivery.delay_s:.3f}s]"
             log.info(
-                "%s %s %s -> %s %s",
+                "%s %s %s -> %s %s%s",
                 transport,
                 peer,
                 name,
                 reply.kind.value,
                 shown[:120].decode("utf-8", "replace"),
+                extra,
             )
             if log.isEnabledFor(logging.DEBUG) and body:
                 log.debug("%s %s %s request body %r", transport, peer, name, sanitize(name, body))
         for effect in reply.effects:
             self._on_effect(effect)
-        return reply
+        return reply, delivery
+
+    def _delivery(self, transport: str, name: str, scans: int) -> Delivery:
+        device = self.device
+        delay = scans * device.timing.scan_s
+        faults = device.faults.take(DELIVERY_KINDS, name, transport) if device.faults.faults else []
+        if not faults and delay == 0:
+            return NORMAL
+        mode = "normal"
+        nbytes: int | None = None
+        for fault in faults:
+            if fault.kind is FaultKind.LATENCY:
+                delay += device.faults.delay_s(fault)
+            elif mode == "normal":
+                mode = fault.kind.value
+                nbytes = fault.nbytes
+        return Delivery(delay, mode, nbytes)
+
+    def record(
+        self,
+        *,
+        transport: str,
+        conn: int,
+        peer: str,
+        command: str,
+        request: bytes,
+        reply: bytes,
+        delivery: Delivery,
+        state_before: str,
+    ) -> None:
+        if self.transcript is not None and self.transcript.enabled:
+            self.transcript.exchange(
+                t=self._now(),
+                transport=transport,
+                conn=conn,
+                peer=peer,
+                command=command,
+                request=request,
+                reply=reply,
+                delivery=delivery.mode,
+                state_before=state_before,
+                state_after=self.device.state.value,
+            )

@@ -1,42 +1,122 @@
-"""``DeviceEmulator``: one emulated Photon in listening mode, owning its lifecycle.
+"""``DeviceEmulator``: one emulated Photon, owning its lifecycle, listeners and timers.
 
 ``async with DeviceEmulator(config) as emu:`` loads (or creates) the device state,
-starts the TCP 5609 and HTTP listeners (port 0 picks free ports) and reports the real
-addresses. ``connect-ap`` takes the access point down after its reply is flushed, as
-the firmware does (softap-protocol.md §4.5); :attr:`setup_complete` fires then, which
-is the hook for the Wi-Fi join and cloud connection of later issues.
+reserves its TCP 5609 and HTTP ports (port 0 picks free ones), powers the device on
+and carries out the effects the firmware model returns: listeners start when the
+access point comes up (within the limits of the modelled heap), stop when it goes
+down, timers run on the injected clock, and the DCT is written after every change.
+The same ports are reused every time the AP comes back.
 """
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
+import socket
+from collections.abc import Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
-from firmware_model import Dct, Device, DeviceEffect, DeviceIdentity, DeviceKey
-from firmware_model.device import DctChanged, SoftApShutdown
+from firmware_model import (
+    AccessPointDown,
+    AccessPointUp,
+    CancelTimer,
+    Clock,
+    Dct,
+    DctChanged,
+    Device,
+    DeviceIdentity,
+    DeviceKey,
+    DeviceState,
+    Effect,
+    Event,
+    Fault,
+    FaultKind,
+    FaultPlan,
+    Heap,
+    InvalidTransition,
+    SoftApShutdown,
+    StartTimer,
+    StateChanged,
+)
 from firmware_model.eras import ERAS
+from firmware_model.events import ConnectApRequested, PowerOn
 from softap_sim.config import SimConfig
 from softap_sim.dispatch import CommandDispatcher
 from softap_sim.errors import LifecycleError, SimulatorError
 from softap_sim.protocol.http import routes_for
+from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.state import StateStore
+from softap_sim.transcript import Transcript
 from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer
 
 log = logging.getLogger(__name__)
 
 
+class _Listener:
+    """One port of the device: reserved (bound, refusing) or serving."""
+
+    def __init__(self, name: str, host: str, port: int) -> None:
+        self.name = name
+        self.host = host
+        self.port = port
+        self.reserved: socket.socket | None = None
+        self.server: asyncio.Server | None = None
+
+    def reserve(self) -> None:
+        """Bind without listening: the port is ours and connections are refused."""
+        if self.reserved is not None or self.server is not None:
+            return
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        try:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        sock.setblocking(False)
+        self.port = sock.getsockname()[1]
+        self.reserved = sock
+
+    async def open(self, factory: Callable[[], asyncio.Protocol]) -> None:
+        if self.server is not None:
+            return
+        self.reserve()
+        sock, self.reserved = self.reserved, None
+        assert sock is not None
+        loop = asyncio.get_running_loop()
+        self.server = await loop.create_server(factory, sock=sock, backlog=16)
+
+    async def close(self, *, keep_port: bool = True) -> None:
+        server, self.server = self.server, None
+        if server is not None:
+            server.close()
+            await server.wait_closed()
+        if keep_port:
+            self.reserve()
+        elif self.reserved is not None:
+            self.reserved.close()
+            self.reserved = None
+
+    @property
+    def listening(self) -> bool:
+        return self.server is not None
+
+
 class DeviceEmulator:
     """An emulated device with its two SoftAP listeners.
 
     Args:
-        config: device settings (state directory, era, radio environment ...).
+        config: device settings (state directory, era, radio, heap, timing, faults ...).
         host: address to bind both listeners to (loopback by default).
         tcp_port: TCP protocol port; 0 picks a free one (the device uses 5609).
         http_port: HTTP port; 0 picks a free one (the device uses 80).
+        clock: the model's clock; a :class:`~firmware_model.ManualClock` makes time
+            move only through :meth:`advance` (for deterministic tests).
     """
 
     def __init__(
@@ -46,23 +126,37 @@ class DeviceEmulator:
         host: str = "127.0.0.1",
         tcp_port: int = 0,
         http_port: int = 0,
+        clock: Clock | None = None,
     ) -> None:
         self.config = config or SimConfig()
         self.host = host
-        self._tcp_port = tcp_port
-        self._http_port = http_port
+        self._clock = clock
+        self._tcp_l = _Listener("TCP", host, tcp_port)
+        self._http_l = _Listener("HTTP", host, http_port)
         self._device: Device | None = None
         self._store: StateStore | None = None
-        self._tcp_server: asyncio.Server | None = None
-        self._http_server: asyncio.Server | None = None
         self._tcp: TcpDeviceServer | None = None
         self._http: HttpDeviceServer | None = None
         self._errors: list[BaseException] = []
         self._started = False
+        self._timers: dict[str, TimerHandle] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._ap_queue: asyncio.Queue[AccessPointUp | AccessPointDown | None] | None = None
+        self._ap_worker: asyncio.Task[None] | None = None
+        self._state_changed = asyncio.Condition()
+        self._t0 = 0.0
         self.created = False
-        #: set once ``connect-ap`` has been answered and the AP went down
-        self.setup_complete = asyncio.Event()
+        self.scheduler: Scheduler | None = None
+        self.transcript: Transcript | None = None
         self.dispatcher: CommandDispatcher | None = None
+        #: the last AccessPointUp the model asked for (what works while listening)
+        self.access_point: AccessPointUp | None = None
+        #: set when connect-ap took the AP down (stays set; clear it to wait again)
+        self.setup_complete = asyncio.Event()
+        #: callbacks for every lifecycle change (the CLI's LED display uses this)
+        self.on_state_change: list[Callable[[StateChanged, float], None]] = []
+        #: accepted connections per transport since the AP last came up
+        self.accepted: dict[str, int] = {"tcp": 0, "http": 0}
 
     # -- lifecycle -----------------------------------------------------------------
     async def __aenter__(self) -> Self:
@@ -78,10 +172,11 @@ class DeviceEmulator:
         await self.close()
 
     async def start(self) -> None:
-        """Load or create the device and open the access point. Idempotent."""
+        """Load or create the device, reserve the ports and power it on. Idempotent."""
         if self._started:
             return
         cfg = self.config
+        loop = asyncio.get_running_loop()
         rng = random.Random(cfg.seed)
         if cfg.state_dir is not None:
             self._store = StateStore(cfg.state_dir)
@@ -102,83 +197,259 @@ class DeviceEmulator:
             else:
                 key = await asyncio.to_thread(DeviceKey.generate, cfg.key_bits)
             self.created = True
+        plan = FaultPlan(rng=random.Random(cfg.seed if cfg.seed is not None else 0))
+        for spec in cfg.faults:
+            plan.add(Fault.from_mapping(spec))
+        heap = Heap(
+            heap_after_boot_bytes=cfg.heap_after_boot_bytes,
+            app_ram_bytes=cfg.app_ram_bytes,
+            gate_bytes=cfg.gate_bytes,
+            gate_mode=cfg.gate_mode,
+        )
         self._device = Device(
-            dct, key, cfg.radio, cfg.firmware, free_heap_bytes=cfg.free_heap_bytes
+            dct,
+            key,
+            cfg.radio,
+            cfg.firmware,
+            heap=heap,
+            timing=cfg.timing,
+            faults=plan,
+            cloud_available=cfg.cloud_available,
         )
-        self.dispatcher = CommandDispatcher(self._device, self._on_effect)
-        await self._open_access_point()
-        self._started = True
-
-    async def _open_access_point(self) -> None:
-        """AP start order of the firmware: TCP 5609, then HTTP (§1)."""
-        device = self.device
-        assert self.dispatcher is not None
-        loop = asyncio.get_running_loop()
-        self._tcp = TcpDeviceServer(self.dispatcher, device, self._record_error)
+        self.scheduler = Scheduler(self._clock, loop)
+        self._t0 = self.scheduler.now()
+        self.transcript = Transcript(cfg.transcript_path, enabled=cfg.record)
+        self.dispatcher = CommandDispatcher(
+            self._device, self._on_command_effect, self.transcript, self._elapsed
+        )
+        self._tcp = TcpDeviceServer(
+            self.dispatcher, self._device, self.scheduler, self._record_error, self._on_accept
+        )
+        self._http = HttpDeviceServer(
+            self.dispatcher,
+            self._device,
+            routes_for(self._device.profile),
+            self.scheduler,
+            self._record_error,
+            self._on_accept,
+        )
         try:
-            self._tcp_server = await loop.create_server(
-                self._tcp.protocol_factory, self.host, self._tcp_port, reuse_address=True
-            )
-            if device.profile.http:
-                self._http = HttpDeviceServer(
-                    self.dispatcher, device, routes_for(device.profile), self._record_error
-                )
-                self._http_server = await loop.create_server(
-                    self._http.protocol_factory, self.host, self._http_port, reuse_address=True
-                )
+            self._tcp_l.reserve()
+            if self._device.profile.http:
+                self._http_l.reserve()
         except OSError:
-            await self._close_listeners()
+            await self._tcp_l.close(keep_port=False)
+            await self._http_l.close(keep_port=False)
             raise
-        self.setup_complete.clear()
-        log.info(
-            "access point %s up: tcp %s, http %s",
-            self.ssid,
-            self._tcp_port_str(),
-            self._http_port_str(),
-        )
-
-    async def _close_listeners(self) -> None:
-        for server in (self._http_server, self._tcp_server):
-            if server is not None:
-                server.close()
-        for holder in (self._http, self._tcp):
-            if holder is not None:
-                holder.close_all()
-        for server in (self._http_server, self._tcp_server):
-            if server is not None:
-                await server.wait_closed()
-        self._http_server = None
-        self._tcp_server = None
+        self._ap_queue = asyncio.Queue()
+        self._ap_worker = loop.create_task(self._run_ap_queue())
+        self._started = True
+        self.fire(PowerOn())
+        await self.settle()
 
     async def close(self) -> None:
-        """Stop both listeners and drop every connection. Idempotent."""
+        """Power off: stop listeners and timers, release the ports. Idempotent."""
         if not self._started:
             return
         self._started = False
-        await self._close_listeners()
+        for handle in self._timers.values():
+            handle.cancel()
+        self._timers.clear()
+        if self.scheduler is not None:
+            self.scheduler.cancel_all()
+        if self._ap_queue is not None:
+            self._ap_queue.put_nowait(None)
+        if self._ap_worker is not None:
+            await self._ap_worker
+        for holder in (self._http, self._tcp):
+            if holder is not None:
+                holder.close_all()
+        await self._tcp_l.close(keep_port=False)
+        await self._http_l.close(keep_port=False)
+        if self.transcript is not None:
+            self.transcript.close()
 
-    # -- effects -------------------------------------------------------------------
-    def _on_effect(self, effect: DeviceEffect) -> None:
+    async def settle(self) -> None:
+        """Wait until every access-point change asked for so far has been carried out."""
+        if self._ap_queue is not None:
+            await self._ap_queue.join()
+        for _ in range(3):
+            await asyncio.sleep(0)
+
+    async def advance(self, seconds: float) -> None:
+        """Move a manual clock forward, running the timers that fall due (tests)."""
+        assert self.scheduler is not None
+        await self.scheduler.advance(seconds)
+        await self.settle()
+
+    # -- the model -----------------------------------------------------------------
+    def fire(self, event: Event) -> None:
+        """Apply a lifecycle event now; :class:`InvalidTransition` if not accepted."""
+        assert self.scheduler is not None
+        effects = self.device.handle(event, self.scheduler.now())
+        self._apply(effects)
+
+    def _fire_timer(self, key: str, event: Event) -> None:
+        self._timers.pop(key, None)
+        try:
+            self.fire(event)
+        except InvalidTransition as err:  # a stale timer: the device moved on
+            log.debug("timer %s ignored: %s", key, err)
+        except Exception as err:
+            self._record_error(err)
+            log.exception("timer %s failed", key)
+
+    def _apply(self, effects: Iterable[Effect]) -> None:
+        assert self.scheduler is not None
+        assert self._ap_queue is not None
+        for effect in effects:
+            if isinstance(effect, StartTimer):
+                old = self._timers.pop(effect.key, None)
+                if old is not None:
+                    old.cancel()
+                self._timers[effect.key] = self.scheduler.call_at(
+                    effect.deadline, functools.partial(self._fire_timer, effect.key, effect.event)
+                )
+            elif isinstance(effect, CancelTimer):
+                handle = self._timers.pop(effect.key, None)
+                if handle is not None:
+                    handle.cancel()
+            elif isinstance(effect, AccessPointUp | AccessPointDown):
+                self._ap_queue.put_nowait(effect)
+            elif isinstance(effect, StateChanged):
+                self._state_change(effect)
+            elif isinstance(effect, DctChanged):
+                self._persist()
+
+    def _on_command_effect(self, effect: Effect) -> None:
         if isinstance(effect, DctChanged):
-            if self._store is not None:
-                self._store.save(self.device.dct)
+            self._persist()
         elif isinstance(effect, SoftApShutdown):
-            # the reply is written by the caller right after dispatch returns; the
-            # system thread takes the AP down just after (§4.5)
-            asyncio.get_running_loop().call_soon(self._schedule_ap_down)
+            # the reply is written right after dispatch returns; then the system thread
+            # leaves listening mode (§4.5)
+            asyncio.get_running_loop().call_soon(self._connect_ap_done)
 
-    def _schedule_ap_down(self) -> None:
-        task = asyncio.get_running_loop().create_task(self._ap_down())
-        task.add_done_callback(self._task_done)
+    def _connect_ap_done(self) -> None:
+        if not self._started:
+            return
+        try:
+            self.fire(ConnectApRequested())
+        except InvalidTransition as err:
+            log.warning("connect-ap ignored: %s", err)
+
+    def _persist(self) -> None:
+        if self._store is not None:
+            self._store.save(self.device.dct)
+
+    def _state_change(self, change: StateChanged) -> None:
+        t = self._elapsed()
+        log.info(
+            "state %s -> %s on %s (LED %s)",
+            change.old,
+            change.new,
+            change.cause,
+            change.led.describe(),
+        )
+        if self.transcript is not None:
+            self.transcript.state(
+                t=t,
+                old=change.old,
+                new=change.new,
+                cause=change.cause,
+                led=change.led.describe(),
+                detail=change.detail,
+            )
+        for callback in list(self.on_state_change):
+            try:
+                callback(change, t)
+            except Exception as err:
+                self._record_error(err)
+        self._spawn(self._notify_state())
+
+    async def _notify_state(self) -> None:
+        async with self._state_changed:
+            self._state_changed.notify_all()
+
+    async def wait_for_state(self, *states: DeviceState, timeout_s: float | None = 10.0) -> None:
+        """Wait (event-driven) until the device is in one of ``states``."""
+
+        async def waiter() -> None:
+            async with self._state_changed:
+                await self._state_changed.wait_for(lambda: self.device.state in states)
+
+        await asyncio.wait_for(waiter(), timeout_s)
+
+    def _elapsed(self) -> float:
+        return (self.scheduler.now() - self._t0) if self.scheduler is not None else 0.0
+
+    # -- the access point ----------------------------------------------------------
+    async def _run_ap_queue(self) -> None:
+        assert self._ap_queue is not None
+        while True:
+            op = await self._ap_queue.get()
+            try:
+                if op is None:
+                    return
+                if isinstance(op, AccessPointUp):
+                    await self._ap_up(op)
+                else:
+                    await self._ap_down()
+            except Exception as err:
+                self._record_error(err)
+                log.exception("access point change failed")
+            finally:
+                self._ap_queue.task_done()
+
+    async def _ap_up(self, ap: AccessPointUp) -> None:
+        assert self._tcp is not None
+        assert self._http is not None
+        self.access_point = ap
+        self.accepted = {"tcp": 0, "http": 0}
+        self._tcp.serving = ap.tcp_serving
+        self._http.slots = ap.http_slots
+        if ap.tcp_listening:
+            await self._tcp_l.open(self._tcp.protocol_factory)
+        if ap.http_listening:
+            await self._http_l.open(self._http.protocol_factory)
+        log.info(
+            "access point %s up: tcp %s, http %s%s",
+            ap.ssid,
+            self._tcp_l.port if self._tcp_l.listening else "refusing",
+            self._http_l.port if self._http_l.listening else "refusing",
+            " (below the memory gate)" if ap.degraded else "",
+        )
 
     async def _ap_down(self) -> None:
-        await self._close_listeners()
-        log.info("setup complete: access point %s down", self.ssid)
-        self.setup_complete.set()
+        assert self._tcp is not None
+        assert self._http is not None
+        await self._tcp_l.close()
+        await self._http_l.close()
+        self._tcp.close_all()
+        self._http.close_all()
+        self.access_point = None
+        if self.device.connect_requested:
+            self.device.connect_requested = False
+            self.setup_complete.set()
+        log.info("access point %s down", self.ssid)
 
-    def _task_done(self, task: asyncio.Task[None]) -> None:
-        if not task.cancelled() and task.exception() is not None:
-            self._record_error(task.exception())  # type: ignore[arg-type]
+    def _on_accept(self, transport: str) -> None:
+        """Count connections for ``refuse-after`` faults (pain-points.md #3)."""
+        self.accepted[transport] += 1
+        device = self.device
+        if not device.faults.faults:
+            return
+        for fault in device.faults.take((FaultKind.REFUSE_AFTER,), "*", transport):
+            if fault.applied >= fault.count:
+                listener = self._tcp_l if transport == "tcp" else self._http_l
+                self._spawn(listener.close())
+                log.info(
+                    "%s port now refuses connections (refuse-after %d)", transport, fault.count
+                )
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.get_running_loop().create_task(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     def _record_error(self, err: BaseException) -> None:
         self._errors.append(err)
@@ -202,27 +473,28 @@ class DeviceEmulator:
 
     @property
     def ap_up(self) -> bool:
-        return self._tcp_server is not None
+        return self.access_point is not None
 
-    def _port(self, server: asyncio.Server | None, what: str) -> int:
-        if server is None:
-            raise LifecycleError(f"the {what} listener is not running")
-        sock = server.sockets[0]
-        return int(sock.getsockname()[1])
-
-    def _tcp_port_str(self) -> str:
-        return str(self._port(self._tcp_server, "TCP"))
-
-    def _http_port_str(self) -> str:
-        return str(self._port(self._http_server, "HTTP")) if self._http_server else "off"
+    def _port(self, listener: _Listener) -> int:
+        if not self._started or (listener.reserved is None and listener.server is None):
+            raise LifecycleError(f"the {listener.name} listener is not running")
+        return listener.port
 
     @property
     def tcp_address(self) -> tuple[str, int]:
-        return self.host, self._port(self._tcp_server, "TCP")
+        return self.host, self._port(self._tcp_l)
 
     @property
     def http_address(self) -> tuple[str, int]:
-        return self.host, self._port(self._http_server, "HTTP")
+        return self.host, self._port(self._http_l)
+
+    @property
+    def tcp_listening(self) -> bool:
+        return self._tcp_l.listening
+
+    @property
+    def http_listening(self) -> bool:
+        return self._http_l.listening
 
     @property
     def http_url(self) -> str:
@@ -231,3 +503,6 @@ class DeviceEmulator:
 
     def url_for(self, path: str) -> str:
         return self.http_url + (path if path.startswith("/") else "/" + path)
+
+
+__all__ = ["DeviceEmulator"]

@@ -169,13 +169,37 @@ async def test_stalled_client_blocks_other_clients(emulator: DeviceEmulator) -> 
 
 
 @pytest.mark.asyncio
-async def test_connect_ap_takes_access_point_down(emulator: DeviceEmulator) -> None:
+async def test_connect_ap_without_networks_returns_to_listening(emulator: DeviceEmulator) -> None:
+    """With nothing stored the device leaves listening mode and comes straight back (§4.5)."""
     import asyncio
+
+    from firmware_model import DeviceState
 
     reply = await tcp_exchange(emulator.tcp_address, b'connect-ap\n9\n\n{"idx":0}')
     assert reply == b'\n\n{"r":0}'
     await asyncio.wait_for(emulator.setup_complete.wait(), 5)
+    await emulator.settle()
+    assert emulator.device.state is DeviceState.LISTENING
+    assert emulator.ap_up
+    assert await tcp_exchange(emulator.tcp_address, b"version\n0\n\n") == b'\n\n{"v":2}'
+
+
+@pytest.mark.asyncio
+async def test_connect_ap_with_network_takes_access_point_down(emulator: DeviceEmulator) -> None:
+    import asyncio
+
+    from firmware_model import DeviceState
+
+    body = ('{"idx":0,"ssid":"guest","sec":4194310,"ch":6,"pwd":"%s"}'
+            % encrypt(emulator.device.key, b"guest-password")).encode()
+    assert await tcp_exchange(emulator.tcp_address, frame("configure-ap", body)) == b'\n\n{"r":0}'
+    addr = emulator.tcp_address
+    assert await tcp_exchange(addr, b'connect-ap\n9\n\n{"idx":0}') == b'\n\n{"r":0}'
+    await asyncio.wait_for(emulator.setup_complete.wait(), 5)
+    await emulator.wait_for_state(DeviceState.ONLINE)
     assert not emulator.ap_up
+    with pytest.raises(OSError):
+        await asyncio.open_connection(*addr)
 
 
 @pytest.mark.asyncio

@@ -44,7 +44,7 @@ def twin_of(emu: DeviceEmulator) -> Device:
     """An independent copy of the emulated device (same key, radio and era)."""
     d = emu.device
     return Device(
-        Dct.from_json(d.dct.to_json()), d.key, d.radio, d.era, free_heap_bytes=d.free_heap_bytes
+        Dct.from_json(d.dct.to_json()), d.key, d.radio, d.era
     )
 
 

@@ -37,7 +37,7 @@ import pytest
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from firmware_model import RadioEnvironment, Reply, ReplyKind
+from firmware_model import DeviceState, RadioEnvironment, Reply, ReplyKind
 from firmware_model.security import SECURITY_NAMES, SecurityFamily, family_of
 from softap_sim.config import SimConfig
 from softap_sim.emulator import DeviceEmulator
@@ -271,7 +271,7 @@ def driver_args(lib: str, protocol: str, emu: DeviceEmulator, **extra: Any) -> d
 async def test_full_setup_sequence_stores_what_the_client_sent(
     node: str, sim_config: SimConfig, lib: str, protocol: str
 ) -> None:
-    password = "correct-horse-42"
+    password = "the-real-home-password"  # the simulated AP's: the join succeeds
     claim_code = claim_code_for(f"{lib}-{protocol}")
     async with DeviceEmulator(sim_config, host="127.0.0.1", tcp_port=0, http_port=0) as emu:
         device = emu.device
@@ -341,8 +341,9 @@ async def test_full_setup_sequence_stores_what_the_client_sent(
         # 1.x sends connect-ap with no body; the others send {"idx":0} (never read)
         assert all(s.reply.kind is ReplyKind.JSON for s in seen)
 
-        # connect-ap answered, then the access point went down
+        # connect-ap answered, then the access point went down and the device joined
         await asyncio.wait_for(emu.setup_complete.wait(), 5)
+        await emu.wait_for_state(DeviceState.ONLINE)
         assert not emu.ap_up
         emu.check()
 

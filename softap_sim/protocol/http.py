@@ -235,6 +235,11 @@ class HttpConnection:
         self._pending_body = bytearray()
         self._remaining = 0
 
+    @property
+    def pending(self) -> bool:
+        """A request head was accepted and its body is still arriving."""
+        return self._pending is not None
+
     def receive_segment(self, seg: bytes) -> HttpRequest | None:
         """Feed one TCP segment; returns a request once its body is complete."""
         if self._pending is not None:

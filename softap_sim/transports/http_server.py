@@ -2,18 +2,24 @@
 
 aiohttp cannot be used here: it adds ``Date``/``Server`` headers, merges writes into
 its own chunks and parses requests the WICED library ignores. Each ``data_received``
-chunk is handed to the codec as one TCP segment (softap-protocol.md §3.1).
+chunk is handed to the codec as one TCP segment (softap-protocol.md §3.1). The
+library runs one event thread: while a command is busy (a blocking scan, an injected
+delay) segments from every connection wait in arrival order.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
+from collections import deque
 from collections.abc import Callable
 
 from firmware_model import Device
-from softap_sim.dispatch import CommandDispatcher
+from softap_sim.dispatch import NORMAL, CommandDispatcher, Delivery
 from softap_sim.protocol.http import HttpConnection, HttpRequest, Route, RouteKind
+from softap_sim.scheduler import Scheduler
+from softap_sim.transports.delivery import deliver_now
 
 log = logging.getLogger(__name__)
 
@@ -22,46 +28,74 @@ SERVICE_UNAVAILABLE = b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 1\r\n"
 
 
 class HttpDeviceServer:
-    """Shared state of the HTTP listener: routes, socket limit, open connections."""
+    """Shared state of the HTTP listener: routes, socket limit, the event thread."""
 
     def __init__(
         self,
         dispatcher: CommandDispatcher,
         device: Device,
         routes: tuple[Route, ...],
+        scheduler: Scheduler,
         on_error: Callable[[BaseException], None],
+        on_accept: Callable[[str], None] = lambda _t: None,
     ) -> None:
         self.dispatcher = dispatcher
         self.device = device
         self.routes = routes
+        self.scheduler = scheduler
         self.on_error = on_error
+        self.on_accept = on_accept
         self.max_connections = device.profile.http_sockets
         self.root_redirect = device.profile.root_redirect.encode()
+        #: False when the request slots could not be allocated: every page gets 500 (§7)
+        self.slots = True
         self.connections: set[_HttpProtocol] = set()
+        self.busy = False
+        self.backlog: deque[tuple[_HttpProtocol, bytes]] = deque()
+        self._ids = itertools.count(1)
 
     def protocol_factory(self) -> _HttpProtocol:
-        return _HttpProtocol(self)
+        return _HttpProtocol(self, next(self._ids))
+
+    def submit(self, proto: _HttpProtocol, data: bytes) -> None:
+        if self.busy:
+            self.backlog.append((proto, data))
+        else:
+            proto.process(data)
+
+    def idle(self) -> None:
+        self.busy = False
+        while self.backlog and not self.busy:
+            proto, data = self.backlog.popleft()
+            if proto in self.connections:
+                proto.process(data)
 
     def close_all(self) -> None:
+        self.backlog.clear()
+        self.busy = False
         for proto in list(self.connections):
             if proto.transport is not None:
                 proto.transport.close()
 
 
 class _HttpProtocol(asyncio.Protocol):
-    __slots__ = ("codec", "peer", "server", "transport")
+    __slots__ = ("_dead", "_raw", "codec", "conn_id", "peer", "server", "transport")
 
-    def __init__(self, server: HttpDeviceServer) -> None:
+    def __init__(self, server: HttpDeviceServer, conn_id: int) -> None:
         self.server = server
+        self.conn_id = conn_id
         self.transport: asyncio.Transport | None = None
         self.codec = HttpConnection(server.routes, server.device.can_allocate_body)
         self.peer = "?"
+        self._raw = bytearray()
+        self._dead = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
         self.transport = transport
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.server.on_accept("http")
         if len(self.server.connections) >= self.server.max_connections:
             transport.write(SERVICE_UNAVAILABLE)
             transport.close()
@@ -75,35 +109,74 @@ class _HttpProtocol(asyncio.Protocol):
         return False  # the library closes its side too
 
     def data_received(self, data: bytes) -> None:
-        if self not in self.server.connections:
+        if self not in self.server.connections or self._dead:
+            return
+        self.server.submit(self, data)
+
+    def process(self, data: bytes) -> None:
+        if self._dead or self.transport is None or self.transport.is_closing():
             return
         try:
+            self._raw += data
             req = self.codec.receive_segment(data)
             if req is not None:
-                self._answer(req)
+                raw, self._raw = bytes(self._raw), bytearray()
+                self._answer(req, raw)
+            elif not self.codec.pending:
+                self._raw = bytearray()  # an ignored segment
         except Exception as err:  # an emulator bug: record it for check(), drop the client
             self.server.on_error(err)
             log.exception("http %s: internal error", self.peer)
             if self.transport is not None:
                 self.transport.abort()
 
-    def _answer(self, req: HttpRequest) -> None:
+    def _answer(self, req: HttpRequest, raw: bytes) -> None:
         codec = self.codec
+        server = self.server
         route = req.route
+        delivery = NORMAL
+        command = ""
+        before = server.device.state.value
         if req.body is None:
             out = codec.render_server_error()
         elif route is None:
             out = codec.render_not_found()
+        elif route.kind in (RouteKind.COMMAND, RouteKind.PAGE_HANDLER) and not server.slots:
+            out = codec.render_server_error()
         elif route.kind is RouteKind.COMMAND:
-            reply = self.server.dispatcher.dispatch("http", self.peer, route.command, req.body)
+            command = route.command
+            reply, delivery = server.dispatcher.dispatch("http", self.peer, command, req.body)
             out = codec.render_command(reply)
         elif route.kind is RouteKind.PAGE_HANDLER:
             out = codec.render_page_handler(req.path, req.query)
         else:
-            out = codec.render_static(route, self.server.root_redirect)
+            out = codec.render_static(route, server.root_redirect)
         if log.isEnabledFor(logging.DEBUG):
             log.debug("http %s %s %r -> %d bytes", self.peer, req.method, req.path, len(out))
-        assert self.transport is not None
-        self.transport.write(out)
-        if req.close:
-            self.transport.close()
+        server.dispatcher.record(
+            transport="http",
+            conn=self.conn_id,
+            peer=self.peer,
+            command=command or req.path.decode("latin-1"),
+            request=raw,
+            reply=out,
+            delivery=delivery,
+            state_before=before,
+        )
+        if delivery.delay_s > 0:
+            server.busy = True
+            server.scheduler.call_later(
+                delivery.delay_s, lambda: self._send(out, delivery, req.close, True)
+            )
+        else:
+            self._send(out, delivery, req.close, False)
+
+    def _send(self, out: bytes, delivery: Delivery, close: bool, was_busy: bool) -> None:
+        try:
+            if self.transport is not None and not self.transport.is_closing():
+                usable = deliver_now(self.transport, out, delivery, close_after=close)
+                if not usable and delivery.mode != "normal":
+                    self._dead = True  # hanging: the connection never answers again
+        finally:
+            if was_busy:
+                self.server.idle()

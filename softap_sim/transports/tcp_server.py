@@ -3,19 +3,22 @@
 The device serves TCP clients strictly one at a time in a single thread, starting a
 connection when its first data arrives (softap-protocol.md §2). Connections that send
 data while another is being served wait in arrival order; a client that stalls
-mid-request blocks every other client, as on the device.
+mid-request, or a slow scan, blocks every other client, as on the device.
 """
 
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
 
 from firmware_model import Device
-from softap_sim.dispatch import CommandDispatcher
+from softap_sim.dispatch import CommandDispatcher, Delivery
 from softap_sim.protocol.tcp import TcpConnection, TcpRequest, encode_tcp_reply
+from softap_sim.scheduler import Scheduler
+from softap_sim.transports.delivery import deliver_now
 
 log = logging.getLogger(__name__)
 
@@ -27,17 +30,24 @@ class TcpDeviceServer:
         self,
         dispatcher: CommandDispatcher,
         device: Device,
+        scheduler: Scheduler,
         on_error: Callable[[BaseException], None],
+        on_accept: Callable[[str], None] = lambda _t: None,
     ) -> None:
         self.dispatcher = dispatcher
         self.device = device
+        self.scheduler = scheduler
         self.on_error = on_error
+        self.on_accept = on_accept
+        #: False when the TCP thread could not be created: accept, read, never answer
+        self.serving = True
         self.current: _TcpProtocol | None = None
         self.waiting: deque[_TcpProtocol] = deque()
         self.connections: set[_TcpProtocol] = set()
+        self._ids = itertools.count(1)
 
     def protocol_factory(self) -> _TcpProtocol:
-        return _TcpProtocol(self)
+        return _TcpProtocol(self, next(self._ids))
 
     def ready(self, proto: _TcpProtocol) -> None:
         """``proto`` received its first bytes: serve it now or queue it."""
@@ -64,18 +74,33 @@ class TcpDeviceServer:
                 proto.close_transport()
             else:
                 proto.abort()
+        self.current = None
+        self.waiting.clear()
 
 
 class _TcpProtocol(asyncio.Protocol):
-    __slots__ = ("_buffer", "_eof", "_finished", "_serving", "codec", "peer", "server", "transport")
+    __slots__ = (
+        "_buffer",
+        "_eof",
+        "_finished",
+        "_raw",
+        "_serving",
+        "codec",
+        "conn_id",
+        "peer",
+        "server",
+        "transport",
+    )
 
-    def __init__(self, server: TcpDeviceServer) -> None:
+    def __init__(self, server: TcpDeviceServer, conn_id: int) -> None:
         self.server = server
+        self.conn_id = conn_id
         self.transport: asyncio.Transport | None = None
         device = server.device
         self.codec = TcpConnection(device.reads_body, device.can_allocate_body)
         self.peer = "?"
         self._buffer: list[bytes] = []
+        self._raw = bytearray()
         self._eof = False
         self._serving = False
         self._finished = False
@@ -86,6 +111,7 @@ class _TcpProtocol(asyncio.Protocol):
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
+        self.server.on_accept("tcp")
 
     def data_received(self, data: bytes) -> None:
         if self._finished:
@@ -122,7 +148,11 @@ class _TcpProtocol(asyncio.Protocol):
             self._feed_eof()
 
     def _feed(self, data: bytes) -> None:
+        if not self.server.serving:
+            return  # the listener accepted, but no thread ever reads (§7)
         try:
+            if not self.codec.done:
+                self._raw += data
             req = self.codec.receive_data(data)
             if req is not None:
                 self._answer(req)
@@ -132,6 +162,8 @@ class _TcpProtocol(asyncio.Protocol):
             self.abort()
 
     def _feed_eof(self) -> None:
+        if not self.server.serving:
+            return
         try:
             req = self.codec.receive_eof()
             if req is not None:
@@ -144,20 +176,40 @@ class _TcpProtocol(asyncio.Protocol):
             self.abort()
 
     def _answer(self, req: TcpRequest) -> None:
-        reply = self.server.dispatcher.dispatch("tcp", self.peer, req.name, req.body)
+        dispatcher = self.server.dispatcher
+        before = self.server.device.state.value
+        reply, delivery = dispatcher.dispatch("tcp", self.peer, req.name, req.body)
         out = encode_tcp_reply(reply)
-        assert self.transport is not None
-        if out:
-            self.transport.write(out)  # one write: the reply leaves as one segment
-        self._close()
+        dispatcher.record(
+            transport="tcp",
+            conn=self.conn_id,
+            peer=self.peer,
+            command=req.name,
+            request=bytes(self._raw),
+            reply=out,
+            delivery=delivery,
+            state_before=before,
+        )
+        if delivery.delay_s > 0:
+            # the single TCP thread is busy (e.g. a blocking scan): others keep waiting
+            self.server.scheduler.call_later(delivery.delay_s, lambda: self._send(out, delivery))
+        else:
+            self._send(out, delivery)
 
-    @property
-    def answered(self) -> bool:
-        return self._finished
+    def _send(self, out: bytes, delivery: Delivery) -> None:
+        if self.transport is None or self.transport.is_closing():
+            self._finish()
+            return
+        deliver_now(self.transport, out, delivery, close_after=True)
+        self._finish()
 
     def close_transport(self) -> None:
         if self.transport is not None:
             self.transport.close()
+
+    @property
+    def answered(self) -> bool:
+        return self._finished
 
     def _close(self) -> None:
         self._finish()
