@@ -171,10 +171,10 @@ class Lifecycle:
         self.last_join: JoinFinished | None = None
         self.join_attempts = 0
         self.cloud_attempts = 0
-        #: every move made, as (old, new, event type): checked against the table in tests
+        #: every move, as (state the event arrived in, new, event type): checked in tests
         self.moves: list[tuple[DeviceState, DeviceState, type[Event]]] = []
         self._now = 0.0
-        self._cause: list[type[Event]] = []
+        self._cause: list[tuple[type[Event], DeviceState]] = []
         self._effects: list[Effect] = []
         self._handlers: dict[type[Event], Callable[[Event], None]] = {
             PowerOn: self._power_on,
@@ -211,7 +211,7 @@ class Lifecycle:
         return effects
 
     def _dispatch(self, event: Event) -> None:
-        self._cause.append(type(event))
+        self._cause.append((type(event), self.state))
         try:
             self._handlers[type(event)](event)
         finally:
@@ -220,8 +220,9 @@ class Lifecycle:
     def _go(self, new: DeviceState) -> None:
         """Move to ``new`` (announcing it) before any follow-up timer runs."""
         old = self.state
-        cause = self._cause[-1]
-        self.moves.append((old, new, cause))
+        cause, origin = self._cause[-1]
+        # recorded against the state the event arrived in (a cycle is off + on)
+        self.moves.append((origin, new, cause))
         self.state = new
         if new is old and cause not in (PowerCycle, ResetDue):
             return

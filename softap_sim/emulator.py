@@ -44,6 +44,7 @@ from firmware_model import (
 from firmware_model.eras import ERAS
 from firmware_model.events import ConnectApRequested, PowerOn
 from softap_sim.config import SimConfig
+from softap_sim.control import Control
 from softap_sim.dispatch import CommandDispatcher
 from softap_sim.errors import LifecycleError, SimulatorError
 from softap_sim.protocol.http import routes_for
@@ -149,6 +150,8 @@ class DeviceEmulator:
         self.scheduler: Scheduler | None = None
         self.transcript: Transcript | None = None
         self.dispatcher: CommandDispatcher | None = None
+        #: steer the running device (faults, button, power, heap, radio ...)
+        self.control = Control(self)
         #: the last AccessPointUp the model asked for (what works while listening)
         self.access_point: AccessPointUp | None = None
         #: set when connect-ap took the AP down (stays set; clear it to wait again)

@@ -1,0 +1,184 @@
+"""``emu.control``: steer a running emulator (the moto-api idea, house-style.md §6).
+
+The same operations are served over HTTP by :mod:`softap_sim.control_api` and called by
+``softap-sim ctl``. Validation errors raise :class:`ControlError` (HTTP 400); an event
+the device does not accept in its state raises :class:`InvalidTransition` (HTTP 409).
+Nothing returned here contains a password or a claim code.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from firmware_model import Fault, GateMode, RadioEnvironment
+from firmware_model.events import ListenRequested, PowerCycle, PowerOff, PowerOn, SetupButton
+from firmware_model.memory import LISTENING_ALLOCATIONS
+from firmware_model.scan_packs import PACKS, scan_pack
+from softap_sim.errors import SimulatorError
+
+if TYPE_CHECKING:
+    from softap_sim.emulator import DeviceEmulator
+
+
+class ControlError(SimulatorError):
+    """A control request that is malformed or names something unknown."""
+
+
+def _int_arg(value: Any, name: str, *, minimum: int = 0) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+        raise ControlError(f"'{name}' must be an integer >= {minimum}, got {value!r}")
+    return value
+
+
+class Control:
+    """Operations on one emulator; every method is synchronous and immediate."""
+
+    def __init__(self, emu: DeviceEmulator) -> None:
+        self._emu = emu
+
+    # -- reading -------------------------------------------------------------------
+    def snapshot(self) -> dict[str, Any]:
+        emu = self._emu
+        dev = emu.device
+        life = dev.lifecycle
+        ap = emu.access_point
+        ports: dict[str, Any] = {}
+        for name, prop in (("tcp", "tcp_address"), ("http", "http_address")):
+            try:
+                ports[name] = getattr(emu, prop)[1]
+            except SimulatorError:
+                ports[name] = None
+        return {
+            "device_id": dev.dct.identity.device_id_hex,
+            "ssid": dev.dct.identity.ssid,
+            "firmware": dev.era.value,
+            "state": dev.state.value,
+            "led": dev.led.to_json(),
+            "access_point": None
+            if ap is None
+            else {
+                "ssid": ap.ssid,
+                "tcp_listening": emu.tcp_listening,
+                "tcp_serving": ap.tcp_serving,
+                "http_listening": emu.http_listening,
+                "http_slots": ap.http_slots,
+                "below_memory_gate": ap.degraded,
+            },
+            "ports": ports,
+            "listening_health": None if life.health is None else life.health.to_json(),
+            "heap": dev.heap.to_json(),
+            "credentials": [
+                {
+                    "ssid": c.ssid.decode("utf-8", "replace"),
+                    "security": c.security,
+                    "channel": c.channel,
+                    "password": "<redacted>" if c.password else "",
+                    "enterprise": c.enterprise is not None,
+                }
+                for c in dev.dct.credentials
+            ],
+            "credentials_changed": dev.credentials_changed,
+            "claim_code_set": bool(dev.dct.claim_code),
+            "claimed": dev.dct.claimed,
+            "last_join": None if life.last_join is None else life.last_join.outcome.value,
+            "join_attempts": life.join_attempts,
+            "timing": dev.timing.to_json(),
+            "faults": dev.faults.to_json(),
+            "radio": dev.radio.to_json(),
+            "served": dict(emu.dispatcher.served) if emu.dispatcher else {},
+            "transcript_seq": emu.transcript.seq if emu.transcript else 0,
+        }
+
+    def heap_table(self) -> list[dict[str, Any]]:
+        """The listening-mode allocation table with sources (for docs and the API)."""
+        return [
+            {
+                "name": a.name,
+                "bytes": a.size_bytes,
+                "component": a.component.value,
+                "source": a.source,
+            }
+            for a in LISTENING_ALLOCATIONS
+        ]
+
+    def transcript(self, since: int = 0) -> list[dict[str, Any]]:
+        since = _int_arg(since, "since")
+        return self._emu.transcript.since(since) if self._emu.transcript else []
+
+    # -- acting --------------------------------------------------------------------
+    def press_button(self, hold_s: float = 3.0) -> dict[str, Any]:
+        if not isinstance(hold_s, int | float) or isinstance(hold_s, bool) or hold_s < 0:
+            raise ControlError(f"'hold_s' must be a non-negative number, got {hold_s!r}")
+        self._emu.fire(SetupButton(float(hold_s)))
+        return self.snapshot()
+
+    def power(self, action: str) -> dict[str, Any]:
+        events = {"cycle": PowerCycle(), "off": PowerOff(), "on": PowerOn()}
+        if action not in events:
+            raise ControlError(f"'action' must be one of {sorted(events)}, got {action!r}")
+        self._emu.fire(events[action])
+        return self.snapshot()
+
+    def listen(self) -> dict[str, Any]:
+        self._emu.fire(ListenRequested())
+        return self.snapshot()
+
+    def set_app_ram(self, nbytes: int) -> dict[str, Any]:
+        """The application's RAM use; the gate is checked when listening mode is entered."""
+        heap = self._emu.device.heap
+        nbytes = _int_arg(nbytes, "bytes")
+        if nbytes > heap.heap_after_boot_bytes:
+            raise ControlError(
+                f"'bytes' ({nbytes}) exceeds the heap after boot ({heap.heap_after_boot_bytes})"
+            )
+        heap.app_ram_bytes = nbytes
+        return self.snapshot()
+
+    def set_gate(self, *, nbytes: int | None = None, mode: str | None = None) -> dict[str, Any]:
+        heap = self._emu.device.heap
+        if nbytes is not None:
+            heap.gate_bytes = _int_arg(nbytes, "bytes")
+        if mode is not None:
+            modes = [m.value for m in GateMode]
+            if mode not in modes:
+                raise ControlError(f"'mode' must be one of {modes}, got {mode!r}")
+            heap.gate_mode = GateMode(mode)
+        return self.snapshot()
+
+    def set_radio(
+        self, *, networks: list[Mapping[str, Any]] | None = None, pack: str | None = None
+    ) -> dict[str, Any]:
+        if (networks is None) == (pack is None):
+            raise ControlError(
+                f"give exactly one of 'networks' (a list) or 'pack' (one of {sorted(PACKS)})"
+            )
+        try:
+            if pack is not None:
+                env = scan_pack(pack)
+            else:
+                if not isinstance(networks, list):
+                    raise ControlError("'networks' must be a list of network objects")
+                env = RadioEnvironment.from_list(networks)
+        except ValueError as err:
+            raise ControlError(str(err)) from None
+        self._emu.device.radio = env
+        return self.snapshot()
+
+    def add_fault(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        try:
+            fault = Fault.from_mapping(spec)
+        except ValueError as err:
+            raise ControlError(str(err)) from None
+        return self._emu.device.faults.add(fault).to_json()
+
+    def remove_fault(self, fault_id: int) -> None:
+        fault_id = _int_arg(fault_id, "id", minimum=1)
+        if not self._emu.device.faults.remove(fault_id):
+            raise ControlError(f"no fault with id {fault_id}")
+
+    def clear_faults(self) -> None:
+        self._emu.device.faults.clear()
+
+    def faults(self) -> list[dict[str, Any]]:
+        return self._emu.device.faults.to_json()
