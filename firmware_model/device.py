@@ -303,8 +303,8 @@ class Device:
             data = area[:der_len]
         elif variant == "pkcs1":
             data = area[22:der_len]  # the RSAPublicKey alone, no SPKI header
-        else:  # corrupt: the RSAPublicKey SEQUENCE tag after the 22-byte header
-            data = area[:22] + b"\x31" + area[23:]
+        else:  # corrupt: the modulus INTEGER tag inside the RSAPublicKey (0x02 -> 0x05)
+            data = area[:25] + b"\x05" + area[26:]
         w = JsonWriter()
         w.char(b"{")
         w.raw(b'"b":"')

@@ -50,7 +50,12 @@ class AccessPoint:
             "bssid",
             "password",
             "hidden",
+            "dhcp",
         }
+        if not isinstance(data, Mapping):
+            raise ValueError(
+                f"network #{index + 1} must be a table/object, got {type(data).__name__}"
+            )
         unknown = set(data) - known
         if unknown:
             raise ValueError(f"network #{index + 1}: unknown key(s) {sorted(unknown)}")

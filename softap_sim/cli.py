@@ -1,28 +1,35 @@
-"""Command-line interface: ``softap-sim run`` and friends."""
+"""Command-line interface: ``softap-sim run``, ``scenarios``, ``ctl`` and ``replay``."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import contextlib
+import dataclasses
 import errno
+import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any, ClassVar
 
-from firmware_model import default_environment
+from firmware_model import GateMode, StateChanged
 from firmware_model.eras import FirmwareEra
-from softap_sim import __version__
+from firmware_model.timing import PROFILES, timing_profile
+from softap_sim import __version__, ctl, replay
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
-from softap_sim.errors import SimulatorError
+from softap_sim.errors import ConfigError, SimulatorError
 
 log = logging.getLogger("softap_sim.cli")
 
 DEFAULT_TCP_PORT = 5609
 DEFAULT_HTTP_PORT = 8080
+DEFAULT_CONTROL_PORT = 5610
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)[bB]?\s*$")
 
 
 def _era(text: str) -> FirmwareEra:
@@ -42,6 +49,37 @@ def _port(text: str) -> int:
     return v
 
 
+def parse_size(text: str) -> int:
+    """``53248``, ``52k``, ``21.5K``, ``1M`` -> bytes (k = 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 52k, 21.5k, 53248)")
+    number, unit = float(m.group(1)), m.group(2).lower()
+    return int(number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit])
+
+
+def _seconds(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if v < 0:
+        raise argparse.ArgumentTypeError("seconds must not be negative")
+    return v
+
+
+def _fault(text: str) -> dict[str, Any]:
+    try:
+        value = json.loads(text)
+    except json.JSONDecodeError as err:
+        raise argparse.ArgumentTypeError(
+            f'--fault takes a JSON object, e.g. \'{{"kind":"latency","delay_ms":500}}\' ({err.msg})'
+        ) from None
+    if not isinstance(value, dict):
+        raise argparse.ArgumentTypeError("--fault takes a JSON object")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="softap-sim",
@@ -50,43 +88,61 @@ def build_parser() -> argparse.ArgumentParser:
             "byte-faithful to the firmware, so setup apps and client libraries can be "
             "tested without hardware."
         ),
-        epilog="Run 'softap-sim run --help' for the device options.",
+        epilog="Run 'softap-sim COMMAND --help' for the options of each command.",
     )
     parser.add_argument("--version", action="version", version=f"softap-sim {__version__}")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     run = sub.add_parser(
         "run",
-        help="start one emulated device in listening mode",
+        help="start one emulated device (listening mode on first start)",
         description=(
-            "Start one emulated Photon in listening mode: the raw TCP protocol (port 5609 "
-            "on a real device) and the HTTP protocol (port 80 on a real device). State "
-            "(device id, RSA key, stored networks, claim code) is kept in --state-dir and "
-            "reused on the next start. Stop with Ctrl-C."
+            "Start one emulated Photon. A new device (no stored networks) enters listening "
+            "mode: the raw TCP protocol (port 5609 on a real device) and the HTTP protocol "
+            "(port 80 on a real device) are served. State (device id, RSA key, stored "
+            "networks, claim code) is kept in --state-dir and reused on the next start. "
+            "The LED and state changes are printed live; a control API (see 'softap-sim "
+            "ctl') steers the running device. Stop with Ctrl-C."
         ),
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    run.add_argument(
+    net = run.add_argument_group("network")
+    net.add_argument(
         "--host", default="127.0.0.1", help="address to listen on (a real device uses 192.168.0.1)"
     )
-    run.add_argument(
+    net.add_argument(
         "--tcp-port",
         type=_port,
         default=DEFAULT_TCP_PORT,
         help="TCP protocol port; 0 picks a free port",
     )
-    run.add_argument(
+    net.add_argument(
         "--http-port",
         type=_port,
         default=DEFAULT_HTTP_PORT,
         help="HTTP port (80 on a real device; needs privileges); 0 picks a free port",
     )
-    run.add_argument(
+    net.add_argument(
+        "--control-port",
+        type=_port,
+        default=DEFAULT_CONTROL_PORT,
+        help="control API port on 127.0.0.1; 0 picks a free port",
+    )
+    net.add_argument("--no-control", action="store_true", help="do not start the control API")
+    dev = run.add_argument_group("device")
+    dev.add_argument(
+        "--scenario",
+        metavar="NAME|FILE",
+        default=None,
+        help="a scenario (see 'softap-sim scenarios') or a scenario TOML file; "
+        "options given here override it",
+    )
+    dev.add_argument(
         "--state-dir",
         type=Path,
         default=None,
         help=f"device state directory (default: {default_state_dir()})",
     )
-    run.add_argument(
+    dev.add_argument(
         "--networks",
         type=Path,
         default=None,
@@ -94,17 +150,91 @@ def build_parser() -> argparse.ArgumentParser:
         help="TOML file of simulated access points ([[network]] tables); "
         "default: a built-in neighbourhood",
     )
-    run.add_argument(
+    dev.add_argument(
         "--firmware",
         type=_era,
-        default=FirmwareEra.CURRENT,
+        default=None,
         metavar="VERSION",
         help="device-os version whose SoftAP behaviour to emulate, e.g. 1.5.2, "
-        "0.6.4, 0.4.9 (eras: 0.4.0, 0.4.4, 0.5.0, 0.7.0-3.3.x)",
+        "0.6.4, 0.4.9 (eras: 0.4.0, 0.4.4, 0.5.0, 0.7.0-3.3.x; default current)",
     )
-    run.add_argument(
-        "--ssid-prefix", default="Photon", help="SSID prefix used when a new device is created"
+    dev.add_argument(
+        "--ssid-prefix",
+        default=None,
+        help="SSID prefix used when a new device is created (default Photon)",
     )
+    dev.add_argument(
+        "--seed",
+        type=int,
+        default=None,
+        help="seed for identity generation and fault jitter (reproducible runs)",
+    )
+    mem = run.add_argument_group("memory (softap-protocol.md §7)")
+    mem.add_argument(
+        "--app-ram",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="RAM used by the user application, e.g. 52k",
+    )
+    mem.add_argument(
+        "--heap",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="free heap after boot with an empty application (default 60k)",
+    )
+    mem.add_argument(
+        "--gate",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="free RAM needed to enter listening mode properly (default 21.5k)",
+    )
+    mem.add_argument(
+        "--gate-mode",
+        choices=[m.value for m in GateMode],
+        default=None,
+        help="below the gate: 'appears' (AP up, requests fail, saves lost; "
+        "default) or 'refuse' (no AP)",
+    )
+    tim = run.add_argument_group("timing and faults")
+    tim.add_argument(
+        "--timing",
+        choices=sorted(PROFILES),
+        default=None,
+        help="step durations: fast (default) or realistic (multi-second scans, joins)",
+    )
+    tim.add_argument(
+        "--listening-timeout",
+        type=_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="leave listening mode after this long (a Photon has none: 0)",
+    )
+    tim.add_argument(
+        "--fault",
+        type=_fault,
+        action="append",
+        default=[],
+        metavar="JSON",
+        help='inject a fault, e.g. \'{"kind":"no-reply","command":"device-id"}\' '
+        "(repeatable; see README for kinds)",
+    )
+    tim.add_argument(
+        "--offline",
+        action="store_true",
+        help="the cloud cannot be reached after a join (blinking cyan)",
+    )
+    rec = run.add_argument_group("recording")
+    rec.add_argument(
+        "--transcript",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="append every exchange and state change to FILE as JSON lines",
+    )
+    rec.add_argument("--no-record", action="store_true", help="do not record exchanges")
     run.add_argument(
         "-v",
         "--verbose",
@@ -112,40 +242,150 @@ def build_parser() -> argparse.ArgumentParser:
         default=0,
         help="more logging (-v: every command, -vv: wire details)",
     )
+    run.set_defaults(func=_cmd_run)
+
+    scen = sub.add_parser(
+        "scenarios",
+        help="list the ready-made scenarios",
+        description="List the scenarios shipped with softap-sim; pass one to "
+        "'softap-sim run --scenario NAME'.",
+    )
+    scen.add_argument("--json", action="store_true", help="machine-readable output")
+    scen.add_argument("name", nargs="?", help="show one scenario in full")
+    scen.set_defaults(func=_cmd_scenarios)
+
+    ctl.add_parser(sub)
+    replay.add_parser(sub)
     return parser
 
 
-def _banner(emu: DeviceEmulator, state_dir: Path) -> str:
+# -- run ---------------------------------------------------------------------------------
+def build_config(args: argparse.Namespace) -> SimConfig:
+    """Scenario first, then the command-line options on top (house-style.md §9)."""
+    base = SimConfig(state_dir=args.state_dir or default_state_dir())
+    if args.scenario:
+        from softap_sim.scenario import load_scenario
+
+        base = load_scenario(args.scenario).apply(base)
+    changes: dict[str, Any] = {}
+    if args.networks:
+        changes["radio"] = load_networks(args.networks)
+    if args.firmware is not None:
+        changes["firmware"] = args.firmware
+    if args.ssid_prefix is not None:
+        changes["ssid_prefix"] = args.ssid_prefix
+    if args.seed is not None:
+        changes["seed"] = args.seed
+    if args.app_ram is not None:
+        changes["app_ram_bytes"] = args.app_ram
+    if args.heap is not None:
+        changes["heap_after_boot_bytes"] = args.heap
+    if args.gate is not None:
+        changes["gate_bytes"] = args.gate
+    if args.gate_mode is not None:
+        changes["gate_mode"] = GateMode(args.gate_mode)
+    timing = base.timing
+    if args.timing is not None:
+        timing = timing_profile(args.timing)
+    if args.listening_timeout is not None:
+        timing = dataclasses.replace(timing, listening_timeout_s=args.listening_timeout)
+    changes["timing"] = timing
+    if args.fault:
+        from firmware_model import Fault
+
+        for spec in args.fault:
+            try:
+                Fault.from_mapping(spec)
+            except ValueError as err:
+                raise ConfigError(f"--fault {json.dumps(spec)}: {err}") from None
+        changes["faults"] = (*base.faults, *args.fault)
+    if args.offline:
+        changes["cloud_available"] = False
+    if args.transcript is not None:
+        changes["transcript_path"] = args.transcript
+    if args.no_record:
+        changes["record"] = False
+    return dataclasses.replace(base, **changes)
+
+
+def _banner(emu: DeviceEmulator, state_dir: Path | None, control_url: str | None) -> str:
     dev = emu.device
     host, tcp_port = emu.tcp_address
     claimed = "yes" if dev.dct.claimed else "no"
     nc = f"printf 'device-id\\n0\\n\\n' | nc {host} {tcp_port}"
+    scenario = f", scenario {emu.config.scenario}" if emu.config.scenario else ""
     lines = [
-        f"softap-sim {__version__}: device in listening mode (firmware {dev.era.value} era)",
+        f"softap-sim {__version__}: firmware {dev.era.value} era{scenario}, "
+        f"timing {dev.timing.name}",
         f"  SSID       {emu.ssid}",
         f"  device id  {dev.dct.identity.device_id_hex}  (claimed: {claimed})",
+        f"  state      {dev.state.value}, LED {dev.led.describe()}",
         f"  TCP        {host}:{tcp_port}   e.g.  {nc}",
     ]
     if dev.profile.http:
         lines.append(f"  HTTP       {emu.http_url}   e.g.  curl {emu.url_for('/device-id')}")
     else:
         lines.append("  HTTP       not in this firmware era")
+    if control_url:
+        lines.append(
+            f"  control    {control_url}   e.g.  softap-sim ctl --control {control_url} state"
+        )
+    heap = dev.heap
     lines += [
-        f"  state      {state_dir}{'  (new device)' if emu.created else ''}",
-        f"  networks   {len(dev.radio.access_points)} simulated access points",
+        f"  memory     {heap.free_bytes} B free, app {heap.app_ram_bytes} B, gate "
+        f"{heap.gate_bytes} B ({heap.gate_mode.value})",
+        f"  state dir  {state_dir}{'  (new device)' if emu.created else ''}",
+        f"  networks   {len(dev.radio.access_points)} simulated access points, "
+        f"{len(dev.dct.credentials)} stored",
         f"  clients    new SoftAPSetup({{host: '{host}', port: {tcp_port}, protocol: 'tcp'}})",
-        "Press Ctrl-C to stop.",
     ]
+    if dev.state.value != "listening":
+        lines.append(
+            "  not listening: 'softap-sim ctl listen' (or the SETUP button: "
+            "'softap-sim ctl button --hold 3') enters listening mode"
+        )
+    lines.append("Press Ctrl-C to stop.")
     return "\n".join(lines)
 
 
+class LedDisplay:
+    """Prints every state change; coloured when the output is a terminal."""
+
+    _ANSI: ClassVar[dict[str, str]] = {
+        "off": "90",
+        "white": "97",
+        "dark blue": "34",
+        "green": "32",
+        "cyan": "36",
+        "red": "31",
+    }
+
+    def __init__(self, stream: Any = None) -> None:
+        self.stream = stream or sys.stdout
+        self.tty = bool(getattr(self.stream, "isatty", lambda: False)())
+
+    def __call__(self, change: StateChanged, t: float) -> None:
+        led = change.led.describe()
+        dot = "●"
+        if self.tty:
+            dot = f"\x1b[{self._ANSI.get(change.led.colour.value, '0')}m●\x1b[0m"
+        extra = ""
+        if change.detail.get("last_join"):
+            extra = f"  (join: {change.detail['last_join']})"
+        if change.detail.get("gate_passed") is False:
+            extra += "  (below the memory gate)"
+        print(
+            f"[{t:8.3f}s] {dot} LED {led:<24} {change.old} -> {change.new} "
+            f"on {change.cause}{extra}",
+            file=self.stream,
+            flush=True,
+        )
+
+
 async def _run(args: argparse.Namespace) -> int:
-    state_dir: Path = args.state_dir or default_state_dir()
-    radio = load_networks(args.networks) if args.networks else default_environment()
-    config = SimConfig(
-        state_dir=state_dir, firmware=args.firmware, ssid_prefix=args.ssid_prefix, radio=radio
-    )
+    config = build_config(args)
     emu = DeviceEmulator(config, host=args.host, tcp_port=args.tcp_port, http_port=args.http_port)
+    emu.on_state_change.append(LedDisplay())
     try:
         await emu.start()
     except OSError as err:
@@ -161,28 +401,85 @@ async def _run(args: argparse.Namespace) -> int:
                 f"{args.http_port}; ports below 1024 need privileges, use e.g. --http-port 8080"
             ) from None
         raise SimulatorError(f"cannot listen on {args.host}: {err.strerror or err}") from None
-    print(_banner(emu, state_dir), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
+    control = None
     try:
-        done = asyncio.ensure_future(emu.setup_complete.wait())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({done, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if emu.setup_complete.is_set():
-            print(
-                "connect-ap received: access point down (setup complete). Press Ctrl-C to exit.",
-                flush=True,
-            )
-            await stopper
-        for t in (done, stopper):
-            t.cancel()
+        if not args.no_control:
+            from softap_sim.control_api import start_control_api
+
+            try:
+                control = await start_control_api(emu, "127.0.0.1", args.control_port)
+            except OSError as err:
+                raise SimulatorError(
+                    f"cannot start the control API on 127.0.0.1:{args.control_port} "
+                    f"({err.strerror or err}); pass --control-port 0 or --no-control"
+                ) from None
+        print(_banner(emu, config.state_dir, control.url if control else None), flush=True)
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
     finally:
+        if control is not None:
+            await control.close()
         await emu.close()
     emu.check()
     print("stopped", flush=True)
+    return 0
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    return asyncio.run(_run(args))
+
+
+# -- scenarios ---------------------------------------------------------------------------
+def _cmd_scenarios(args: argparse.Namespace) -> int:
+    from softap_sim.scenario import list_scenarios, load_scenario
+
+    if args.name:
+        s = load_scenario(args.name)
+        if args.json:
+            print(
+                json.dumps(
+                    {
+                        "name": s.name,
+                        "description": s.description,
+                        "pain_point": s.pain_point,
+                        "expect": s.expect,
+                        "settings": s.settings,
+                    },
+                    indent=2,
+                    default=str,
+                )
+            )
+        else:
+            print(
+                f"{s.name}\n  {s.description}\n  pain point: {s.pain_point}\n"
+                f"  the app sees: {s.expect}\n  settings: {json.dumps(s.settings, default=str)}"
+            )
+        return 0
+    scenarios = list_scenarios()
+    if args.json:
+        print(
+            json.dumps(
+                [
+                    {
+                        "name": s.name,
+                        "description": s.description,
+                        "pain_point": s.pain_point,
+                        "expect": s.expect,
+                    }
+                    for s in scenarios
+                ],
+                indent=2,
+            )
+        )
+        return 0
+    width = max((len(s.name) for s in scenarios), default=10)
+    for s in scenarios:
+        print(f"{s.name:<{width}}  {s.description}")
+    print("\nRun one: softap-sim run --scenario NAME   (details: softap-sim scenarios NAME)")
     return 0
 
 
@@ -192,19 +489,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    level = (
-        logging.WARNING
-        if args.verbose == 0
-        else logging.INFO
-        if args.verbose == 1
-        else logging.DEBUG
-    )
+    verbose = getattr(args, "verbose", 0)
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
     logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    if args.verbose == 0:
+    if verbose == 0 and args.command == "run":
         logging.getLogger("softap_sim.dispatch").setLevel(logging.INFO)
-        logging.getLogger("softap_sim.emulator").setLevel(logging.INFO)
     try:
-        return asyncio.run(_run(args))
+        if args.command == "ctl":
+            return int(args.ctl_func(args))
+        if args.command == "replay":
+            return int(args.replay_func(args))
+        return int(args.func(args))
     except SimulatorError as err:
         print(f"softap-sim: error: {err}", file=sys.stderr)
         return 1

@@ -25,6 +25,10 @@ class ControlError(SimulatorError):
     """A control request that is malformed or names something unknown."""
 
 
+class NotFoundError(ControlError):
+    """The request names something that does not exist (e.g. a fault id)."""
+
+
 def _int_arg(value: Any, name: str, *, minimum: int = 0) -> int:
     if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
         raise ControlError(f"'{name}' must be an integer >= {minimum}, got {value!r}")
@@ -115,7 +119,7 @@ class Control:
 
     def power(self, action: str) -> dict[str, Any]:
         events = {"cycle": PowerCycle(), "off": PowerOff(), "on": PowerOn()}
-        if action not in events:
+        if not isinstance(action, str) or action not in events:
             raise ControlError(f"'action' must be one of {sorted(events)}, got {action!r}")
         self._emu.fire(events[action])
         return self.snapshot()
@@ -137,13 +141,14 @@ class Control:
 
     def set_gate(self, *, nbytes: int | None = None, mode: str | None = None) -> dict[str, Any]:
         heap = self._emu.device.heap
-        if nbytes is not None:
-            heap.gate_bytes = _int_arg(nbytes, "bytes")
+        new_bytes = heap.gate_bytes if nbytes is None else _int_arg(nbytes, "bytes")
+        new_mode = heap.gate_mode
         if mode is not None:
             modes = [m.value for m in GateMode]
-            if mode not in modes:
+            if not isinstance(mode, str) or mode not in modes:
                 raise ControlError(f"'mode' must be one of {modes}, got {mode!r}")
-            heap.gate_mode = GateMode(mode)
+            new_mode = GateMode(mode)
+        heap.gate_bytes, heap.gate_mode = new_bytes, new_mode
         return self.snapshot()
 
     def set_radio(
@@ -155,6 +160,8 @@ class Control:
             )
         try:
             if pack is not None:
+                if not isinstance(pack, str):
+                    raise ControlError(f"'pack' must be one of {sorted(PACKS)}, got {pack!r}")
                 env = scan_pack(pack)
             else:
                 if not isinstance(networks, list):
@@ -175,7 +182,7 @@ class Control:
     def remove_fault(self, fault_id: int) -> None:
         fault_id = _int_arg(fault_id, "id", minimum=1)
         if not self._emu.device.faults.remove(fault_id):
-            raise ControlError(f"no fault with id {fault_id}")
+            raise NotFoundError(f"no fault with id {fault_id}")
 
     def clear_faults(self) -> None:
         self._emu.device.faults.clear()

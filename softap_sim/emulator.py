@@ -90,7 +90,7 @@ class _Listener:
         sock, self.reserved = self.reserved, None
         assert sock is not None
         loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(factory, sock=sock, backlog=16)
+        self.server = await loop.create_server(factory, sock=sock, backlog=128)
 
     async def close(self, *, keep_port: bool = True) -> None:
         server, self.server = self.server, None

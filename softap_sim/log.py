@@ -8,7 +8,6 @@ import re
 logging.getLogger("softap_sim").addHandler(logging.NullHandler())
 logging.getLogger("firmware_model").addHandler(logging.NullHandler())
 
-_SET_VALUE = re.compile(rb'("v"\s*:\s*")[^"]*')
 _PWD_VALUE = re.compile(rb'("(?:pwd|ek|key)"\s*:\s*")[^"]*')
 
 
@@ -17,7 +16,9 @@ def sanitize(name: str, body: bytes | None) -> bytes:
     if not body:
         return b""
     if name == "set":
-        return _SET_VALUE.sub(rb"\1<redacted>", body)
+        from softap_sim.transcript import mask_claim_code
+
+        return mask_claim_code(b"\n\n" + body)[2:]
     if name == "configure-ap":
         return _PWD_VALUE.sub(rb"\1<redacted>", body)
     return body

@@ -10,18 +10,52 @@ only the device's own key can decrypt them and a replay needs them.
 from __future__ import annotations
 
 import json
-import re
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-_CLAIM = re.compile(rb'("v"\s*:\s*")([^"]*)')
+from firmware_model.jsmn import TokenType, tokenize
+
+
+def _body_start(request: bytes) -> int:
+    """Where the body starts: after the HTTP head, or after the TCP ``name\\nLEN\\n\\n``."""
+    for sep in (b"\r\n\r\n", b"\n\n"):
+        at = request.find(sep)
+        if at >= 0:
+            return at + len(sep)
+    return 0
 
 
 def mask_claim_code(request: bytes) -> bytes:
-    """Replace the value of ``v`` (the claim code of ``set``) by as many ``*``."""
-    return _CLAIM.sub(lambda m: m.group(1) + b"*" * len(m.group(2)), request)
+    """Mask a ``set`` request's claim code with as many ``*`` (framing stays valid).
+
+    The body is tokenised as the device does (jsmn), so quoted, unquoted and escaped
+    values are found. Every string or primitive is masked except the keys ``k``/``v``
+    and the value of ``k``; a body jsmn cannot parse is masked whole (structure aside).
+    """
+    start = _body_start(request)
+    body = request[start:]
+    tokens, ret = tokenize(body.split(b"\x00", 1)[0])
+    masked = bytearray(request)
+    if ret < 0:
+        for i in range(start, len(masked)):
+            if masked[i] not in b'{}[]:,"\r\n ':
+                masked[i] = 0x2A
+        return bytes(masked)
+    keep_next = False
+    for tok in tokens:
+        if tok.type not in (TokenType.STRING, TokenType.PRIMITIVE):
+            continue
+        text = body[tok.start : tok.end]
+        is_key = tok.size >= 1
+        if (is_key and text in (b"k", b"v")) or keep_next:
+            keep_next = is_key and text == b"k"
+            continue
+        keep_next = False
+        for i in range(start + tok.start, start + tok.end):
+            masked[i] = 0x2A
+    return bytes(masked)
 
 
 def _text(b: bytes) -> str:
@@ -33,14 +67,23 @@ def _bytes(s: str) -> bytes:
     return s.encode("latin-1")
 
 
+def _is_set(command: str) -> bool:
+    """``set`` over TCP, or any request for the ``/set`` path (even a gated 404)."""
+    return command.strip(" \r\n/").lower() == "set"
+
+
 class Transcript:
-    """An in-memory ring of records, optionally mirrored to a JSON-lines file."""
+    """An in-memory ring of records, optionally mirrored to a JSON-lines file.
+
+    Records are kept as compact tuples and turned into dicts only when read (the hot
+    path of every command must stay cheap); the file, if any, gets each line at once.
+    """
 
     def __init__(
         self, path: Path | None = None, *, enabled: bool = True, max_records: int = 10_000
     ) -> None:
         self.enabled = enabled
-        self.records: deque[dict[str, Any]] = deque(maxlen=max_records)
+        self._ring: deque[tuple[Any, ...]] = deque(maxlen=max_records)
         self.seq = 0
         self._path = path
         self._fh: IO[str] | None = None
@@ -52,12 +95,15 @@ class Transcript:
             self._fh.close()
             self._fh = None
 
-    def _add(self, record: dict[str, Any]) -> None:
-        self.seq += 1
-        record["seq"] = self.seq
-        self.records.append(record)
+    @property
+    def records(self) -> list[dict[str, Any]]:
+        """Every record still in the ring, oldest first (fresh dicts)."""
+        return [_materialise(r) for r in self._ring]
+
+    def _add(self, record: tuple[Any, ...]) -> None:
+        self._ring.append(record)
         if self._fh is not None:
-            self._fh.write(json.dumps(record, ensure_ascii=True, sort_keys=True) + "\n")
+            self._fh.write(json.dumps(_materialise(record), ensure_ascii=True) + "\n")
             self._fh.flush()
 
     def exchange(
@@ -76,20 +122,24 @@ class Transcript:
     ) -> None:
         if not self.enabled:
             return
+        self.seq += 1
+        if _is_set(command):
+            request = mask_claim_code(request)
         self._add(
-            {
-                "type": "exchange",
-                "t": round(t, 6),
-                "transport": transport,
-                "conn": conn,
-                "peer": peer,
-                "command": command,
-                "request": _text(mask_claim_code(request) if command == "set" else request),
-                "reply": _text(reply),
-                "delivery": delivery,
-                "state_before": state_before,
-                "state_after": state_after,
-            }
+            (
+                "x",
+                self.seq,
+                t,
+                transport,
+                conn,
+                peer,
+                command,
+                request,
+                reply,
+                delivery,
+                state_before,
+                state_after,
+            )
         )
 
     def state(
@@ -97,20 +147,42 @@ class Transcript:
     ) -> None:
         if not self.enabled:
             return
-        self._add(
-            {
-                "type": "state",
-                "t": round(t, 6),
-                "old": old,
-                "new": new,
-                "cause": cause,
-                "led": led,
-                "detail": detail,
-            }
-        )
+        self.seq += 1
+        self._add(("s", self.seq, t, old, new, cause, led, detail))
 
     def since(self, seq: int = 0) -> list[dict[str, Any]]:
-        return [r for r in self.records if r["seq"] > seq]
+        """Records after ``seq`` as fresh dicts (callers cannot change the transcript)."""
+        return [_materialise(r) for r in self._ring if r[1] > seq]
+
+
+def _materialise(r: tuple[Any, ...]) -> dict[str, Any]:
+    if r[0] == "x":
+        _, seq, t, transport, conn, peer, command, request, reply, delivery, before, after = r
+        return {
+            "type": "exchange",
+            "seq": seq,
+            "t": round(t, 6),
+            "transport": transport,
+            "conn": conn,
+            "peer": peer,
+            "command": command,
+            "request": _text(request),
+            "reply": _text(reply),
+            "delivery": delivery,
+            "state_before": before,
+            "state_after": after,
+        }
+    _, seq, t, old, new, cause, led, detail = r
+    return {
+        "type": "state",
+        "seq": seq,
+        "t": round(t, 6),
+        "old": old,
+        "new": new,
+        "cause": cause,
+        "led": led,
+        "detail": dict(detail),
+    }
 
 
 def read_transcript(path: Path) -> Iterator[dict[str, Any]]:

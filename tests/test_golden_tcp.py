@@ -190,8 +190,10 @@ async def test_connect_ap_with_network_takes_access_point_down(emulator: DeviceE
 
     from firmware_model import DeviceState
 
-    body = ('{"idx":0,"ssid":"guest","sec":4194310,"ch":6,"pwd":"%s"}'
-            % encrypt(emulator.device.key, b"guest-password")).encode()
+    body = (
+        '{"idx":0,"ssid":"guest","sec":4194310,"ch":6,"pwd":"%s"}'
+        % encrypt(emulator.device.key, b"guest-password")
+    ).encode()
     assert await tcp_exchange(emulator.tcp_address, frame("configure-ap", body)) == b'\n\n{"r":0}'
     addr = emulator.tcp_address
     assert await tcp_exchange(addr, b'connect-ap\n9\n\n{"idx":0}') == b'\n\n{"r":0}'

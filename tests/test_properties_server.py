@@ -43,9 +43,7 @@ HTTP_BATCH = 5
 def twin_of(emu: DeviceEmulator) -> Device:
     """An independent copy of the emulated device (same key, radio and era)."""
     d = emu.device
-    return Device(
-        Dct.from_json(d.dct.to_json()), d.key, d.radio, d.era
-    )
+    return Device(Dct.from_json(d.dct.to_json()), d.key, d.radio, d.era)
 
 
 def assert_same_state(emu: DeviceEmulator, twin: Device) -> None:

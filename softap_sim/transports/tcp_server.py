@@ -69,13 +69,13 @@ class TcpDeviceServer:
 
     def close_all(self) -> None:
         """The AP went down: replies already written are flushed, the rest is dropped."""
+        self.current = None
+        self.waiting.clear()
         for proto in list(self.connections):
             if proto.answered:
                 proto.close_transport()
             else:
                 proto.abort()
-        self.current = None
-        self.waiting.clear()
 
 
 class _TcpProtocol(asyncio.Protocol):
@@ -84,6 +84,7 @@ class _TcpProtocol(asyncio.Protocol):
         "_eof",
         "_finished",
         "_raw",
+        "_sending",
         "_serving",
         "codec",
         "conn_id",
@@ -104,6 +105,8 @@ class _TcpProtocol(asyncio.Protocol):
         self._eof = False
         self._serving = False
         self._finished = False
+        #: a delayed reply is pending: the single TCP thread stays busy with it
+        self._sending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -124,6 +127,8 @@ class _TcpProtocol(asyncio.Protocol):
 
     def eof_received(self) -> bool:
         self._eof = True
+        if self._finished or self._sending:
+            return True  # answered, or a delayed reply is still due: nothing to read
         if self._serving:
             self._feed_eof()
         elif not self._buffer:
@@ -134,6 +139,8 @@ class _TcpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        if self._sending:
+            return  # the thread is still busy (a blocking scan): _send frees it
         self._finished = True
         self.server.finished(self)
 
@@ -191,12 +198,15 @@ class _TcpProtocol(asyncio.Protocol):
             state_before=before,
         )
         if delivery.delay_s > 0:
-            # the single TCP thread is busy (e.g. a blocking scan): others keep waiting
+            # the single TCP thread is busy (e.g. a blocking scan): others keep waiting,
+            # even if this client gives up and disconnects meanwhile
+            self._sending = True
             self.server.scheduler.call_later(delivery.delay_s, lambda: self._send(out, delivery))
         else:
             self._send(out, delivery)
 
     def _send(self, out: bytes, delivery: Delivery) -> None:
+        self._sending = False
         if self.transport is None or self.transport.is_closing():
             self._finish()
             return

@@ -1,0 +1,519 @@
+"""The control API: ``emu.control`` as JSON over HTTP on a separate loopback port.
+
+``softap-sim ctl`` (:mod:`softap_sim.ctl`), scripts and test harnesses in other
+languages steer a running emulator through it; Python code can call ``emu.control``
+directly. Every handler is thin: parse the request, call :class:`Control`, serialise.
+
+Routes (all under ``/v1``; request bodies are JSON objects, ``Content-Type:
+application/json``; an empty body counts as ``{}``)::
+
+    GET    /v1/state                  snapshot (state, LED, heap, credentials redacted ...)
+    GET    /v1/heap                   the heap figures plus the allocation table
+    POST   /v1/button      {"hold_s": 3}                       -> snapshot
+    POST   /v1/power       {"action": "cycle" | "off" | "on"}  -> snapshot
+    POST   /v1/listen      {}                                  -> snapshot
+    PUT    /v1/app-ram     {"bytes": 53248}                    -> snapshot
+    PUT    /v1/gate        {"bytes": 22016, "mode": "refuse"}  -> snapshot
+    GET    /v1/radio                  the simulated networks and the scan packs
+    PUT    /v1/radio       {"pack": "unicode"} | {"networks": [...]} -> snapshot
+    GET    /v1/faults                 the active faults
+    POST   /v1/faults      one fault spec (firmware_model.faults) -> the fault, 201
+    DELETE /v1/faults/{id}            -> snapshot (404 for an unknown id)
+    DELETE /v1/faults                 -> snapshot
+    GET    /v1/transcript?since=N     the transcript records after sequence number N
+
+State-changing routes answer with the snapshot taken after the emulator carried the
+change out (listeners opened or closed). Every error is JSON ``{"error": code,
+"message": text}``: 400 for malformed input, 409 when the device's state does not accept
+the event (the message names the state), 404 for unknown routes and fault ids, 405, 413,
+415. Nothing returned or logged contains a Wi-Fi password or a claim code.
+
+The API has no authentication: it binds to loopback by default and warns otherwise.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import json
+import logging
+import socket
+from collections.abc import Awaitable, Callable, Collection
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
+
+from aiohttp import web
+
+from firmware_model import GateMode, InvalidTransition
+from firmware_model.scan_packs import PACKS
+from softap_sim.control import Control, ControlError, NotFoundError
+from softap_sim.errors import LifecycleError
+from softap_sim.transcript import mask_claim_code
+
+if TYPE_CHECKING:
+    from softap_sim.emulator import DeviceEmulator
+
+log = logging.getLogger(__name__)
+
+EMULATOR: web.AppKey[DeviceEmulator] = web.AppKey("emulator")
+#: the largest request body accepted
+MAX_BODY_BYTES = 1024 * 1024
+REDACTED = "<redacted>"
+#: secrets shorter than this are not searched for in replies (they would match anywhere)
+_MIN_SECRET_CHARS = 4
+
+
+class ApiError(Exception):
+    """An error answered as ``{"error": code, "message": message}`` with ``status``."""
+
+    def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.extra = extra
+
+
+# -- helpers -------------------------------------------------------------------------
+def _emu(request: web.Request) -> DeviceEmulator:
+    return request.app[EMULATOR]
+
+
+def _control(request: web.Request) -> Control:
+    return _emu(request).control
+
+
+def _secrets(emu: DeviceEmulator) -> list[str]:
+    """Every secret the device holds, as it could appear in a reply."""
+    try:
+        dev = emu.device
+    except LifecycleError:
+        return []
+    raw: list[bytes] = [dev.dct.claim_code]
+    raw += [c.password.value for c in dev.dct.credentials]
+    raw += [ap.password.value for ap in dev.radio.access_points]
+    found: set[str] = set()
+    for value in raw:
+        for text in (value.decode("latin-1"), value.decode("utf-8", "replace")):
+            if len(text) >= _MIN_SECRET_CHARS:
+                found.add(text)
+    return sorted(found, key=len, reverse=True)
+
+
+def _scrub(data: Any, secrets: Collection[str]) -> Any:
+    if isinstance(data, str):
+        for secret in secrets:
+            if secret in data:
+                data = data.replace(secret, REDACTED)
+        return data
+    if isinstance(data, dict):
+        return {_scrub(k, secrets): _scrub(v, secrets) for k, v in data.items()}
+    if isinstance(data, list | tuple):
+        return [_scrub(v, secrets) for v in data]
+    return data
+
+
+def _dumps(data: Any, secrets: Collection[str]) -> str:
+    """JSON text with every known secret replaced (a last line of defence)."""
+    text = json.dumps(data)
+    if any(json.dumps(s)[1:-1] in text or s in text for s in secrets):
+        text = json.dumps(_scrub(data, secrets))
+    return text + "\n"
+
+
+def _reply(request: web.Request, data: Any, status: int = 200) -> web.Response:
+    return web.Response(
+        text=_dumps(data, _secrets(_emu(request))),
+        status=status,
+        content_type="application/json",
+    )
+
+
+def _error(
+    request: web.Request, err: ApiError, headers: dict[str, str] | None = None
+) -> web.Response:
+    body = {"error": err.code, "message": err.message, **err.extra}
+    return web.Response(
+        text=_dumps(body, _secrets(_emu(request))),
+        status=err.status,
+        content_type="application/json",
+        headers=headers,
+    )
+
+
+def _type_name(value: Any) -> str:
+    return {
+        dict: "an object",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "a number",
+        float: "a number",
+        type(None): "null",
+    }.get(type(value), "a value")
+
+
+def _reject_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed in JSON")
+
+
+async def _body(request: web.Request, allowed: Collection[str] | None) -> dict[str, Any]:
+    """The request's JSON object (``{}`` when there is no body); unknown fields -> 400."""
+    raw = await request.read()
+    if not raw.strip():
+        data: Any = {}
+    else:
+        if request.content_type != "application/json":
+            raise ApiError(
+                415,
+                "unsupported_media_type",
+                "the request body must be a JSON object sent with 'Content-Type: "
+                f"application/json' (got {request.content_type!r})",
+            )
+        try:
+            data = json.loads(raw.decode("utf-8"), parse_constant=_reject_constant)
+        except UnicodeDecodeError:
+            raise ApiError(400, "invalid_json", "the request body is not UTF-8 text") from None
+        except ValueError as err:
+            raise ApiError(
+                400, "invalid_json", f"the request body is not valid JSON: {err}"
+            ) from None
+    if not isinstance(data, dict):
+        raise ApiError(
+            400, "invalid_body", f"the request body must be a JSON object, got {_type_name(data)}"
+        )
+    if allowed is not None:
+        unknown = sorted(set(data) - set(allowed))
+        if unknown:
+            raise ApiError(
+                400,
+                "unknown_field",
+                f"unknown field(s) {unknown} for {request.method} {request.path}; "
+                f"allowed: {sorted(allowed)}",
+            )
+    return data
+
+
+def _require(body: dict[str, Any], key: str, hint: str) -> Any:
+    if key not in body:
+        raise ControlError(f"missing '{key}' ({hint})")
+    return body[key]
+
+
+def _string(value: Any, key: str, options: Collection[str]) -> str:
+    if not isinstance(value, str) or value not in options:
+        raise ControlError(f"'{key}' must be one of {sorted(options)}, got {value!r}")
+    return value
+
+
+async def _settled(request: web.Request) -> web.Response:
+    """The snapshot after the emulator carried out the change (listeners included)."""
+    emu = _emu(request)
+    await emu.settle()
+    return _reply(request, emu.control.snapshot())
+
+
+def mask_set_request(text: str) -> str:
+    """Mask the claim code of a recorded ``set`` request (see ``mask_claim_code``)."""
+    return mask_claim_code(text.encode("latin-1")).decode("latin-1")
+
+
+def _mask_record(record: dict[str, Any]) -> dict[str, Any]:
+    if record.get("command") != "set" or not isinstance(record.get("request"), str):
+        return record
+    return {**record, "request": mask_set_request(record["request"])}
+
+
+# -- handlers ------------------------------------------------------------------------
+async def get_state(request: web.Request) -> web.Response:
+    return _reply(request, _control(request).snapshot())
+
+
+async def get_heap(request: web.Request) -> web.Response:
+    control = _control(request)
+    return _reply(request, {**control.snapshot()["heap"], "table": control.heap_table()})
+
+
+async def post_button(request: web.Request) -> web.Response:
+    body = await _body(request, {"hold_s"})
+    _control(request).press_button(body.get("hold_s", 3.0))
+    return await _settled(request)
+
+
+async def post_power(request: web.Request) -> web.Response:
+    actions = ("cycle", "off", "on")
+    body = await _body(request, {"action"})
+    action = _string(_require(body, "action", f"one of {list(actions)}"), "action", actions)
+    _control(request).power(action)
+    return await _settled(request)
+
+
+async def post_listen(request: web.Request) -> web.Response:
+    await _body(request, ())
+    _control(request).listen()
+    return await _settled(request)
+
+
+async def put_app_ram(request: web.Request) -> web.Response:
+    body = await _body(request, {"bytes"})
+    _control(request).set_app_ram(_require(body, "bytes", "the application's RAM use"))
+    return await _settled(request)
+
+
+async def put_gate(request: web.Request) -> web.Response:
+    body = await _body(request, {"bytes", "mode"})
+    if not body:
+        raise ControlError("give 'bytes' (the gate, in bytes) and/or 'mode' (appears|refuse)")
+    # checked before anything is set, so a bad mode leaves the gate size unchanged too
+    mode = body.get("mode")
+    if "mode" in body:
+        mode = _string(mode, "mode", [m.value for m in GateMode])
+    if "bytes" in body and body["bytes"] is None:
+        raise ControlError("'bytes' must be an integer >= 0, got None")
+    _control(request).set_gate(nbytes=body.get("bytes"), mode=mode)
+    return await _settled(request)
+
+
+async def get_radio(request: web.Request) -> web.Response:
+    return _reply(
+        request,
+        {
+            "networks": _control(request).snapshot()["radio"],
+            "packs": {name: desc for name, (desc, _) in sorted(PACKS.items())},
+        },
+    )
+
+
+async def put_radio(request: web.Request) -> web.Response:
+    body = await _body(request, {"pack", "networks"})
+    pack, networks = body.get("pack"), body.get("networks")
+    if "pack" in body:
+        pack = _string(pack, "pack", PACKS)
+    if "networks" in body:
+        if not isinstance(networks, list):
+            raise ControlError(
+                f"'networks' must be an array of objects, got {_type_name(networks)}"
+            )
+        for i, item in enumerate(networks):
+            if not isinstance(item, dict):
+                raise ControlError(f"network #{i + 1} must be an object, got {_type_name(item)}")
+    _control(request).set_radio(networks=networks, pack=pack)
+    return await _settled(request)
+
+
+async def get_faults(request: web.Request) -> web.Response:
+    return _reply(request, _control(request).faults())
+
+
+async def post_fault(request: web.Request) -> web.Response:
+    body = await _body(request, None)  # Fault.from_mapping names unknown fields itself
+    return _reply(request, _control(request).add_fault(body), status=201)
+
+
+async def delete_fault(request: web.Request) -> web.Response:
+    control = _control(request)
+    fault_id = int(request.match_info["id"])
+    if not any(f["id"] == fault_id for f in control.faults()):
+        known = [f["id"] for f in control.faults()]
+        raise ApiError(404, "not_found", f"no fault with id {fault_id}; active ids: {known}")
+    control.remove_fault(fault_id)
+    return await _settled(request)
+
+
+async def delete_faults(request: web.Request) -> web.Response:
+    _control(request).clear_faults()
+    return await _settled(request)
+
+
+async def get_transcript(request: web.Request) -> web.Response:
+    unknown = sorted(set(request.query) - {"since"})
+    if unknown:
+        raise ApiError(
+            400, "unknown_field", f"unknown query parameter(s) {unknown}; allowed: ['since']"
+        )
+    text = request.query.get("since", "0")
+    try:
+        since = int(text)
+    except ValueError:
+        raise ControlError(f"'since' must be an integer >= 0, got {text!r}") from None
+    records = [_mask_record(r) for r in _control(request).transcript(since)]
+    return _reply(request, records)
+
+
+_ID_PATTERN = r":\d+"
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+#: the one route table
+ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/v1/state", get_state),
+    ("GET", "/v1/heap", get_heap),
+    ("POST", "/v1/button", post_button),
+    ("POST", "/v1/power", post_power),
+    ("POST", "/v1/listen", post_listen),
+    ("PUT", "/v1/app-ram", put_app_ram),
+    ("PUT", "/v1/gate", put_gate),
+    ("GET", "/v1/radio", get_radio),
+    ("PUT", "/v1/radio", put_radio),
+    ("GET", "/v1/faults", get_faults),
+    ("POST", "/v1/faults", post_fault),
+    ("DELETE", "/v1/faults", delete_faults),
+    ("DELETE", "/v1/faults/{id" + _ID_PATTERN + "}", delete_fault),
+    ("GET", "/v1/transcript", get_transcript),
+)
+
+_CODES = {
+    400: "bad_request",
+    404: "not_found",
+    405: "method_not_allowed",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+}
+
+
+def _route_list() -> str:
+    return ", ".join(f"{method} {path.replace(_ID_PATTERN, '')}" for method, path, _ in ROUTES)
+
+
+@web.middleware
+async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    """Turn every failure, aiohttp's own 404/405 included, into a JSON error."""
+    headers: dict[str, str] | None = None
+    try:
+        response = await handler(request)
+    except ApiError as err:
+        api = err
+    except NotFoundError as err:
+        api = ApiError(404, "not_found", str(err))
+    except ControlError as err:
+        api = ApiError(400, "invalid_request", str(err))
+    except InvalidTransition as err:
+        api = ApiError(
+            409,
+            "invalid_transition",
+            str(err),
+            state=err.state.value,
+        )
+    except LifecycleError as err:
+        api = ApiError(503, "unavailable", str(err))
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        message = exc.reason
+        if isinstance(exc, web.HTTPNotFound):
+            message = f"no such route {request.method} {request.path}; routes: {_route_list()}"
+        elif isinstance(exc, web.HTTPMethodNotAllowed):
+            allowed = sorted(exc.allowed_methods)
+            message = f"method {request.method} is not allowed on {request.path}; use {allowed}"
+            headers = {"Allow": ", ".join(allowed)}
+        elif isinstance(exc, web.HTTPRequestEntityTooLarge):
+            message = f"the request body is too large (limit {MAX_BODY_BYTES} bytes)"
+        api = ApiError(exc.status, _CODES.get(exc.status, "http_error"), message)
+    except Exception:
+        log.exception("control API: %s %s failed", request.method, request.path)
+        api = ApiError(500, "internal", "the emulator failed internally; see its log")
+    else:
+        log.info("control %s %s -> %d", request.method, request.path, response.status)
+        return response
+    log.info("control %s %s -> %d %s", request.method, request.path, api.status, api.code)
+    return _error(request, api, headers)
+
+
+def create_app(emu: DeviceEmulator) -> web.Application:
+    """The aiohttp application serving ``emu.control`` (see the module docstring)."""
+    app = web.Application(middlewares=[_json_errors], client_max_size=MAX_BODY_BYTES)
+    app[EMULATOR] = emu
+    app.router.add_routes([web.route(method, path, handler) for method, path, handler in ROUTES])
+    return app
+
+
+# -- the server ----------------------------------------------------------------------
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class ControlServer:
+    """A running control API; ``url`` is what ``softap-sim ctl --control`` takes."""
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner: web.AppRunner | None = runner
+        self.host = host
+        self.port = port
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def close(self) -> None:
+        """Stop serving and release the port. Idempotent."""
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+
+async def _bind(host: str, port: int) -> socket.socket:
+    loop = asyncio.get_running_loop()
+    infos = await loop.getaddrinfo(
+        host or None, port, type=socket.SOCK_STREAM, flags=socket.AI_PASSIVE
+    )
+    if not infos:  # pragma: no cover - getaddrinfo raises instead
+        raise OSError(f"cannot resolve {host!r}")
+    family, kind, proto, _, addr = infos[0]
+    sock = socket.socket(family, kind, proto)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind(addr)
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+async def start_control_api(
+    emu: DeviceEmulator, host: str = "127.0.0.1", port: int = 0
+) -> ControlServer:
+    """Serve ``emu.control`` on ``host:port`` (0 picks a free port).
+
+    Raises :class:`OSError` (``errno`` set, e.g. ``EADDRINUSE``) if the address cannot be
+    bound; the CLI turns it into a one-line message.
+    """
+    if not is_loopback(host):
+        log.warning(
+            "the control API listens on %s, not on loopback: anyone who can reach it can "
+            "steer the device and read its state (it has no authentication)",
+            host or "all interfaces",
+        )
+    sock = await _bind(host, port)
+    runner = web.AppRunner(create_app(emu), access_log=None, shutdown_timeout=1.0)
+    try:
+        await runner.setup()
+        site = web.SockSite(runner, sock)
+        await site.start()
+    except BaseException:
+        sock.close()
+        await runner.cleanup()
+        raise
+    bound_host, bound_port = sock.getsockname()[:2]
+    server = ControlServer(runner, bound_host, bound_port)
+    log.info("control API on %s", server.url)
+    return server
+
+
+__all__ = ["EMULATOR", "ApiError", "ControlServer", "ROUTES", "create_app", "start_control_api"]
