@@ -103,10 +103,38 @@ def test_configure_ap_non_ascii_password(device: Device) -> None:
     assert device.dct.credentials[0].password.value == pw
 
 
-def test_configure_ap_output_too_large(device: Device) -> None:
-    """A short hex string bounds the output buffer (``max_plaintext_len`` = hex length)."""
-    # 20 hex chars decode to 10 bytes, zero-padded to 128: never valid padding
-    assert configure(device, ssid="guest", sec=4194310, pwd="ab" * 10) == b'{"r":-16640}'
+def raw_encrypt(key: DeviceKey, em: bytes) -> str:
+    """The RSA public operation on a chosen encoded message (any padding, valid or not)."""
+    pub = key._key.public_key().public_numbers()
+    return pow(int.from_bytes(em, "big"), pub.e, pub.n).to_bytes(128, "big").hex()
+
+
+@pytest.mark.parametrize(
+    ("em", "expected"),
+    [
+        pytest.param(
+            b"\x00\x01" + b"\xff" * 117 + b"\x00" + b"password",
+            b'{"r":-16640}',
+            id="signature-block-type",
+        ),
+        pytest.param(
+            b"\x00\x02" + b"\x11" * 5 + b"\x00" + b"p" * 120,
+            b'{"r":-16640}',
+            id="padding-shorter-than-8",
+        ),
+        pytest.param(b"\x00\x02" + b"\x11" * 126, b'{"r":-16640}', id="no-separator"),
+        pytest.param(
+            b"\x00\x02" + b"\x11" * 8 + b"\x00" + b"guest-password".rjust(117, b"g"),
+            b'{"r":-4}',
+            id="valid-117-byte-password-too-long-for-wpa",
+        ),
+    ],
+)
+def test_configure_ap_padding_rules(device: Device, em: bytes, expected: bytes) -> None:
+    """mbedTLS 2.x ``rsa_rsaes_pkcs1_v15_decrypt`` padding checks (spec §4.4)."""
+    assert len(em) == 128
+    pwd = raw_encrypt(device.key, em)
+    assert configure(device, ssid="guest", sec=4194310, pwd=pwd) == expected
 
 
 def test_configure_ap_one_char_password_used_literally(device: Device) -> None:
