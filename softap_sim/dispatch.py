@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_model import Device, Effect, FaultKind, Reply
+from firmware_model import Device, DeviceState, Effect, FaultKind, Reply
 from firmware_model.faults import DELIVERY_KINDS
 from softap_sim.log import sanitize
 from softap_sim.transcript import Transcript
@@ -32,12 +32,13 @@ class Delivery:
 
 
 NORMAL = Delivery()
+_STATE_NAMES = {s: s.value for s in DeviceState}
 
 
 class CommandDispatcher:
     """Runs commands on a :class:`~firmware_model.Device` for any transport."""
 
-    __slots__ = ("_now", "_on_effect", "device", "served", "transcript")
+    __slots__ = ("_interned", "_now", "_on_effect", "device", "served", "transcript")
 
     def __init__(
         self,
@@ -52,6 +53,7 @@ class CommandDispatcher:
         self._now = now
         #: commands served so far, per transport
         self.served: dict[str, int] = {"tcp": 0, "http": 0}
+        self._interned: dict[bytes, bytes] = {}
 
     def dispatch(
         self, transport: str, peer: str, name: str, body: bytes | None
@@ -60,7 +62,10 @@ class CommandDispatcher:
         scans_before = device.scans
         reply = device.execute(name, body)
         self.served[transport] += 1
-        delivery = self._delivery(transport, name, device.scans - scans_before)
+        if device.faults.faults or device.scans != scans_before:
+            delivery = self._delivery(transport, name, device.scans - scans_before)
+        else:
+            delivery = NORMAL
         if log.isEnabledFor(logging.INFO):
             shown = reply.body if name != "public-key" else b"<public key>"
             extra = "" if delivery is NORMAL else f" [{delivery.mode} +{delivery.delay_s:.3f}s]"
@@ -97,7 +102,6 @@ class CommandDispatcher:
 
     def record(
         self,
-        *,
         transport: str,
         conn: int,
         peer: str,
@@ -105,18 +109,24 @@ class CommandDispatcher:
         request: bytes,
         reply: bytes,
         delivery: Delivery,
-        state_before: str,
+        state_before: DeviceState,
     ) -> None:
-        if self.transcript is not None and self.transcript.enabled:
-            self.transcript.exchange(
-                t=self._now(),
-                transport=transport,
-                conn=conn,
-                peer=peer,
-                command=command,
-                request=request,
-                reply=reply,
-                delivery=delivery.mode,
-                state_before=state_before,
-                state_after=self.device.state.value,
+        """Add the exchange to the transcript (a cheap tuple append on the hot path)."""
+        transcript = self.transcript
+        if transcript is not None and transcript.enabled:
+            # clients repeat the same requests: share one bytes object per distinct request
+            request = self._interned.setdefault(request, request)
+            if len(self._interned) > 4096:
+                self._interned.clear()
+            transcript.exchange(
+                self._now(),
+                transport,
+                conn,
+                peer,
+                command,
+                request,
+                reply,
+                delivery.mode,
+                state_before,
+                self.device.lifecycle.state,
             )

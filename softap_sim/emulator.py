@@ -221,9 +221,9 @@ class DeviceEmulator:
         )
         self.scheduler = Scheduler(self._clock, loop)
         self._t0 = self.scheduler.now()
-        self.transcript = Transcript(cfg.transcript_path, enabled=cfg.record)
+        self.transcript = Transcript(cfg.transcript_path, enabled=cfg.record, t0=self._t0)
         self.dispatcher = CommandDispatcher(
-            self._device, self._on_command_effect, self.transcript, self._elapsed
+            self._device, self._on_command_effect, self.transcript, self.scheduler.now_fn()
         )
         self._tcp = TcpDeviceServer(
             self.dispatcher, self._device, self.scheduler, self._record_error, self._on_accept
@@ -355,7 +355,7 @@ class DeviceEmulator:
         )
         if self.transcript is not None:
             self.transcript.state(
-                t=t,
+                t=t + self._t0,
                 old=change.old,
                 new=change.new,
                 cause=change.cause,

@@ -56,6 +56,10 @@ class Scheduler:
     def now(self) -> float:
         return self.clock.now()
 
+    def now_fn(self) -> Callable[[], float]:
+        """The cheapest callable reading this clock (the loop's own ``time`` when possible)."""
+        return self._loop.time if isinstance(self.clock, LoopClock) else self.clock.now
+
     def call_at(self, deadline: float, callback: Callable[[], None]) -> TimerHandle:
         handle = TimerHandle(deadline)
         if self.manual:

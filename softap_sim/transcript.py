@@ -9,6 +9,7 @@ only the device's own key can decrypt them and a replay needs them.
 
 from __future__ import annotations
 
+import enum
 import json
 from collections import deque
 from collections.abc import Iterator
@@ -69,7 +70,9 @@ def _bytes(s: str) -> bytes:
 
 def _is_set(command: str) -> bool:
     """``set`` over TCP, or any request for the ``/set`` path (even a gated 404)."""
-    return command.strip(" \r\n/").lower() == "set"
+    return command == "set" or (
+        "set" in command.lower() and command.strip(" \r\n/").lower() == "set"
+    )
 
 
 class Transcript:
@@ -80,9 +83,16 @@ class Transcript:
     """
 
     def __init__(
-        self, path: Path | None = None, *, enabled: bool = True, max_records: int = 10_000
+        self,
+        path: Path | None = None,
+        *,
+        enabled: bool = True,
+        max_records: int = 10_000,
+        t0: float = 0.0,
     ) -> None:
         self.enabled = enabled
+        #: clock reading of time 0: record times are stored raw and reported relative to it
+        self.t0 = t0
         self._ring: deque[tuple[Any, ...]] = deque(maxlen=max_records)
         self.seq = 0
         self._path = path
@@ -98,17 +108,16 @@ class Transcript:
     @property
     def records(self) -> list[dict[str, Any]]:
         """Every record still in the ring, oldest first (fresh dicts)."""
-        return [_materialise(r) for r in self._ring]
+        return [_materialise(r, self.t0) for r in self._ring]
 
     def _add(self, record: tuple[Any, ...]) -> None:
         self._ring.append(record)
         if self._fh is not None:
-            self._fh.write(json.dumps(_materialise(record), ensure_ascii=True) + "\n")
+            self._fh.write(json.dumps(_materialise(record, self.t0), ensure_ascii=True) + "\n")
             self._fh.flush()
 
     def exchange(
         self,
-        *,
         t: float,
         transport: str,
         conn: int,
@@ -117,9 +126,10 @@ class Transcript:
         request: bytes,
         reply: bytes,
         delivery: str,
-        state_before: str,
-        state_after: str,
+        state_before: object,
+        state_after: object,
     ) -> None:
+        """One exchange; ``t`` is a raw clock reading, states may be enums or strings."""
         if not self.enabled:
             return
         self.seq += 1
@@ -152,16 +162,20 @@ class Transcript:
 
     def since(self, seq: int = 0) -> list[dict[str, Any]]:
         """Records after ``seq`` as fresh dicts (callers cannot change the transcript)."""
-        return [_materialise(r) for r in self._ring if r[1] > seq]
+        return [_materialise(r, self.t0) for r in self._ring if r[1] > seq]
 
 
-def _materialise(r: tuple[Any, ...]) -> dict[str, Any]:
+def _name(state: object) -> str:
+    return str(state.value) if isinstance(state, enum.Enum) else str(state)
+
+
+def _materialise(r: tuple[Any, ...], t0: float) -> dict[str, Any]:
     if r[0] == "x":
         _, seq, t, transport, conn, peer, command, request, reply, delivery, before, after = r
         return {
             "type": "exchange",
             "seq": seq,
-            "t": round(t, 6),
+            "t": round(t - t0, 6),
             "transport": transport,
             "conn": conn,
             "peer": peer,
@@ -169,14 +183,14 @@ def _materialise(r: tuple[Any, ...]) -> dict[str, Any]:
             "request": _text(request),
             "reply": _text(reply),
             "delivery": delivery,
-            "state_before": before,
-            "state_after": after,
+            "state_before": _name(before),
+            "state_after": _name(after),
         }
     _, seq, t, old, new, cause, led, detail = r
     return {
         "type": "state",
         "seq": seq,
-        "t": round(t, 6),
+        "t": round(t - t0, 6),
         "old": old,
         "new": new,
         "cause": cause,

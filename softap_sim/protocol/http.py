@@ -235,8 +235,7 @@ class HttpConnection:
         self._pending_body = bytearray()
         self._remaining = 0
 
-    @property
-    def pending(self) -> bool:
+    def is_pending(self) -> bool:
         """A request head was accepted and its body is still arriving."""
         return self._pending is not None
 
@@ -355,7 +354,7 @@ class HttpConnection:
     def render_command(self, reply: Reply) -> bytes:
         """H200, one chunk per firmware write, then the terminating chunk."""
         self.cors = True
-        return _H200 + encode_chunks(reply)
+        return encode_command_response(reply)
 
 
 def _render_h200() -> bytes:
@@ -370,18 +369,23 @@ _CHUNK_CACHE_MAX = 256
 
 
 def encode_chunks(reply: Reply) -> bytes:
-    """The chunked body of a reply: one chunk per write, then ``0\\r\\n\\r\\n``.
+    """The chunked body of a reply: one chunk per write, then ``0\\r\\n\\r\\n``."""
+    if reply.kind is ReplyKind.JSON:
+        return b"".join(b"%x\r\n%b\r\n" % (len(w), w) for w in reply.writes) + b"0\r\n\r\n"
+    return b"0\r\n\r\n"
 
-    The device model reuses its fixed replies (version, device-id, public-key), so
-    their encoding is memoised by identity; public-key alone is 598 chunks.
+
+def encode_command_response(reply: Reply) -> bytes:
+    """H200 plus the chunked body, memoised by reply identity.
+
+    The device model reuses its fixed replies (version, device-id, public-key: 598
+    chunks), so the same response object is returned, which also keeps transcripts
+    from holding a fresh copy per request.
     """
     cached = _CHUNK_CACHE.get(id(reply))
     if cached is not None and cached[0] is reply:
         return cached[1]
-    if reply.kind is ReplyKind.JSON:
-        out = b"".join(b"%x\r\n%b\r\n" % (len(w), w) for w in reply.writes) + b"0\r\n\r\n"
-    else:
-        out = b"0\r\n\r\n"
+    out = _H200 + encode_chunks(reply)
     if len(_CHUNK_CACHE) >= _CHUNK_CACHE_MAX:
         _CHUNK_CACHE.clear()
     _CHUNK_CACHE[id(reply)] = (reply, out)

@@ -57,12 +57,6 @@ class HttpDeviceServer:
     def protocol_factory(self) -> _HttpProtocol:
         return _HttpProtocol(self, next(self._ids))
 
-    def submit(self, proto: _HttpProtocol, data: bytes) -> None:
-        if self.busy:
-            self.backlog.append((proto, data))
-        else:
-            proto.process(data)
-
     def idle(self) -> None:
         self.busy = False
         while self.backlog and not self.busy:
@@ -109,21 +103,32 @@ class _HttpProtocol(asyncio.Protocol):
         return False  # the library closes its side too
 
     def data_received(self, data: bytes) -> None:
-        if self not in self.server.connections or self._dead:
+        server = self.server
+        if self._dead or self not in server.connections:
             return
-        self.server.submit(self, data)
+        if server.busy:
+            server.backlog.append((self, data))  # the event thread is busy: wait in order
+        else:
+            self.process(data)
 
     def process(self, data: bytes) -> None:
         if self._dead or self.transport is None or self.transport.is_closing():
             return
         try:
+            codec = self.codec
+            if not codec.is_pending():
+                # a new request: in the common case it is one segment, no copy needed
+                req = codec.receive_segment(data)
+                if req is not None:
+                    self._answer(req, data)
+                elif codec.is_pending():
+                    self._raw = bytearray(data)
+                return
             self._raw += data
-            req = self.codec.receive_segment(data)
+            req = codec.receive_segment(data)
             if req is not None:
                 raw, self._raw = bytes(self._raw), bytearray()
                 self._answer(req, raw)
-            elif not self.codec.pending:
-                self._raw = bytearray()  # an ignored segment
         except Exception as err:  # an emulator bug: record it for check(), drop the client
             self.server.on_error(err)
             log.exception("http %s: internal error", self.peer)
@@ -136,17 +141,17 @@ class _HttpProtocol(asyncio.Protocol):
         route = req.route
         delivery = NORMAL
         command = ""
-        before = server.device.state.value
+        before = server.device.lifecycle.state
         if req.body is None:
             out = codec.render_server_error()
         elif route is None:
             out = codec.render_not_found()
-        elif route.kind in (RouteKind.COMMAND, RouteKind.PAGE_HANDLER) and not server.slots:
-            out = codec.render_server_error()
-        elif route.kind is RouteKind.COMMAND:
+        elif route.kind is RouteKind.COMMAND and server.slots:
             command = route.command
             reply, delivery = server.dispatcher.dispatch("http", self.peer, command, req.body)
             out = codec.render_command(reply)
+        elif route.kind in (RouteKind.COMMAND, RouteKind.PAGE_HANDLER) and not server.slots:
+            out = codec.render_server_error()  # no request slots (§7): every page 500
         elif route.kind is RouteKind.PAGE_HANDLER:
             out = codec.render_page_handler(req.path, req.query)
         else:
@@ -154,14 +159,14 @@ class _HttpProtocol(asyncio.Protocol):
         if log.isEnabledFor(logging.DEBUG):
             log.debug("http %s %s %r -> %d bytes", self.peer, req.method, req.path, len(out))
         server.dispatcher.record(
-            transport="http",
-            conn=self.conn_id,
-            peer=self.peer,
-            command=command or req.path.decode("latin-1"),
-            request=raw,
-            reply=out,
-            delivery=delivery,
-            state_before=before,
+            "http",
+            self.conn_id,
+            self.peer,
+            command or req.path.decode("latin-1"),
+            raw,
+            out,
+            delivery,
+            before,
         )
         if delivery.delay_s > 0:
             server.busy = True
@@ -172,6 +177,12 @@ class _HttpProtocol(asyncio.Protocol):
             self._send(out, delivery, req.close, False)
 
     def _send(self, out: bytes, delivery: Delivery, close: bool, was_busy: bool) -> None:
+        transport = self.transport
+        if delivery is NORMAL and not was_busy and transport is not None:
+            transport.write(out)  # the common case, kept short
+            if close:
+                transport.close()
+            return
         try:
             if self.transport is not None and not self.transport.is_closing():
                 usable = deliver_now(self.transport, out, delivery, close_after=close)

@@ -184,18 +184,11 @@ class _TcpProtocol(asyncio.Protocol):
 
     def _answer(self, req: TcpRequest) -> None:
         dispatcher = self.server.dispatcher
-        before = self.server.device.state.value
+        before = self.server.device.lifecycle.state
         reply, delivery = dispatcher.dispatch("tcp", self.peer, req.name, req.body)
         out = encode_tcp_reply(reply)
         dispatcher.record(
-            transport="tcp",
-            conn=self.conn_id,
-            peer=self.peer,
-            command=req.name,
-            request=bytes(self._raw),
-            reply=out,
-            delivery=delivery,
-            state_before=before,
+            "tcp", self.conn_id, self.peer, req.name, bytes(self._raw), out, delivery, before
         )
         if delivery.delay_s > 0:
             # the single TCP thread is busy (e.g. a blocking scan): others keep waiting,
