@@ -9,7 +9,6 @@ import dataclasses
 import errno
 import json
 import logging
-import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,7 +18,7 @@ from typing import Any, ClassVar
 from firmware_model import GateMode, StateChanged
 from firmware_model.eras import FirmwareEra
 from firmware_model.timing import PROFILES, timing_profile
-from softap_sim import __version__, ctl, replay
+from softap_sim import __version__, argtypes, ctl, replay
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError, SimulatorError
@@ -29,7 +28,6 @@ log = logging.getLogger("softap_sim.cli")
 DEFAULT_TCP_PORT = 5609
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_CONTROL_PORT = 5610
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)[bB]?\s*$")
 
 
 def _era(text: str) -> FirmwareEra:
@@ -39,33 +37,9 @@ def _era(text: str) -> FirmwareEra:
         raise argparse.ArgumentTypeError(str(err)) from None
 
 
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 0 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 0-65535, got {v}")
-    return v
-
-
-def parse_size(text: str) -> int:
-    """``53248``, ``52k``, ``21.5K``, ``1M`` -> bytes (k = 1024)."""
-    m = _SIZE.match(text)
-    if not m:
-        raise argparse.ArgumentTypeError(f"not a size: {text!r} (e.g. 52k, 21.5k, 53248)")
-    number, unit = float(m.group(1)), m.group(2).lower()
-    return int(number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit])
-
-
-def _seconds(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if v < 0:
-        raise argparse.ArgumentTypeError("seconds must not be negative")
-    return v
+_port = argtypes.parse_port
+parse_size = argtypes.parse_size
+_seconds = argtypes.parse_seconds
 
 
 def _fault(text: str) -> dict[str, Any]:

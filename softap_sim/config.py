@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -13,6 +12,7 @@ from firmware_model import DeviceIdentity, DeviceKey, RadioEnvironment, default_
 from firmware_model.eras import FirmwareEra
 from firmware_model.memory import DEFAULT_GATE_BYTES, DEFAULT_HEAP_AFTER_BOOT_BYTES, GateMode
 from firmware_model.timing import FAST, TimingProfile
+from softap_sim.argtypes import NetworksFileError, read_network_tables
 from softap_sim.errors import ConfigError
 
 
@@ -28,18 +28,9 @@ def default_state_dir() -> Path:
 def load_networks(path: Path) -> RadioEnvironment:
     """Read a TOML networks file: ``[[network]]`` tables (see README)."""
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise ConfigError(f"cannot read networks file {path}: {err.strerror}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise ConfigError(f"networks file {path} is not valid TOML: {err}") from None
-    items = data.get("network")
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise ConfigError(
-            f"networks file {path} must contain [[network]] tables, e.g.\n"
-            '  [[network]]\n  ssid = "HomeNetwork"\n  security = "wpa2_aes"\n'
-            '  password = "secret123"\n  channel = 6\n  rssi = -50'
-        )
+        items = read_network_tables(path)
+    except NetworksFileError as err:
+        raise ConfigError(str(err)) from None
     try:
         return RadioEnvironment.from_list(items)
     except ValueError as err:

@@ -35,15 +35,15 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import sys
 import time
-import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
+
+from softap_sim import argtypes
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:5610"
 CONTROL_ENV = "SOFTAP_SIM_CONTROL"
@@ -103,43 +103,9 @@ def _server_message(err: urllib.error.HTTPError) -> str:
 
 
 # -- parsing helpers -----------------------------------------------------------------
-_SIZE = re.compile(r"^\s*(\d+)\s*([kK])(?:i?[bB])?\s*$")
-
-
-def parse_size(text: str) -> int:
-    """``53248``, ``52k``/``52K``/``52KiB`` (x 1024) or ``0xd000``."""
-    match = _SIZE.match(text)
-    if match:
-        return int(match.group(1)) * 1024
-    try:
-        value = int(text.strip(), 0)
-    except ValueError:
-        raise argparse.ArgumentTypeError(
-            f"not a size: {text!r} (use bytes, e.g. 53248, 52k or 0xd000)"
-        ) from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
-    return value
-
-
-def _non_negative_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
-    return value
+parse_size = argtypes.parse_size
+_non_negative_int = argtypes.parse_non_negative_int
+_non_negative_float = argtypes.parse_seconds
 
 
 def _number(value: float) -> int | float:
@@ -300,15 +266,9 @@ def _gate(args: argparse.Namespace) -> int:
 
 def _read_networks(path: Path) -> list[Any]:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
-    except OSError as err:
-        raise CtlError(f"cannot read networks file {path}: {err.strerror or err}") from None
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
-        raise CtlError(f"networks file {path} is not valid TOML: {err}") from None
-    items = data.get("network")
-    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
-        raise CtlError(f"networks file {path} must contain [[network]] tables (see the README)")
-    return items
+        return list(argtypes.read_network_tables(path))
+    except argtypes.NetworksFileError as err:
+        raise CtlError(str(err)) from None
 
 
 def _radio(args: argparse.Namespace) -> int:

@@ -40,6 +40,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from softap_sim import argtypes
+
 #: ``softap-sim run``'s default ports (kept here: cli.py imports this module)
 DEFAULT_TCP_PORT = 5609
 DEFAULT_HTTP_PORT = 8080
@@ -654,24 +656,8 @@ async def replay(
 # ==================================================================================
 # command line
 # ==================================================================================
-def _port(text: str) -> int:
-    try:
-        v = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
-    if not 1 <= v <= 65535:
-        raise argparse.ArgumentTypeError(f"port must be 1-65535, got {v}")
-    return v
-
-
-def _timeout(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
-    if not v > 0:
-        raise argparse.ArgumentTypeError(f"the timeout must be positive, got {text}")
-    return v
+_port = argtypes.parse_connect_port
+_timeout = argtypes.parse_positive_seconds
 
 
 def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

@@ -804,7 +804,9 @@ def test_ctl_parse_size() -> None:
     assert ctl_mod.parse_size("52K") == 53248
     assert ctl_mod.parse_size("52KiB") == 53248
     assert ctl_mod.parse_size("0xd000") == 53248
-    for bad in ("", "k", "-1", "1.5k", "12 MB"):
+    assert ctl_mod.parse_size("21.5k") == 22016
+    assert ctl_mod.parse_size("1 MB") == 1024 * 1024
+    for bad in ("", "k", "-1", "1.5x", "twelve"):
         with pytest.raises(argparse.ArgumentTypeError):
             ctl_mod.parse_size(bad)
 

@@ -1,0 +1,98 @@
+"""Command-line value parsers and the networks-file reader, shared by every subcommand.
+
+Standard library only, so ``softap-sim ctl`` and ``replay`` stay cheap to start.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)(?:i?[bB])?\s*$")
+
+
+def parse_port(text: str, *, allow_zero: bool = True) -> int:
+    """A TCP port; 0 (pick a free one) only where a server binds."""
+    try:
+        v = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a port number: {text!r}") from None
+    low = 0 if allow_zero else 1
+    if not low <= v <= 65535:
+        raise argparse.ArgumentTypeError(f"port must be {low}-65535, got {v}")
+    return v
+
+
+def parse_connect_port(text: str) -> int:
+    return parse_port(text, allow_zero=False)
+
+
+def parse_size(text: str) -> int:
+    """``53248``, ``52k``/``52K``/``52KiB``, ``21.5k``, ``1M`` (k = 1024) or ``0xd000``."""
+    match = _SIZE.match(text)
+    if match:
+        number, unit = float(match.group(1)), match.group(2).lower()
+        return int(number * {"": 1, "k": 1024, "m": 1024 * 1024}[unit])
+    try:
+        value = int(text.strip(), 0)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"not a size: {text!r} (use bytes, e.g. 53248, 52k, 21.5k or 0xd000)"
+        ) from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"a size cannot be negative: {text!r}")
+    return value
+
+
+def parse_non_negative_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not an integer: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def parse_seconds(text: str) -> float:
+    """A finite, non-negative number of seconds."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+    if not value >= 0 or math.isinf(value):
+        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+    return value
+
+
+def parse_positive_seconds(text: str) -> float:
+    value = parse_seconds(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
+    return value
+
+
+class NetworksFileError(ValueError):
+    """A networks file cannot be read or has no ``[[network]]`` tables."""
+
+
+def read_network_tables(path: Path) -> list[dict[str, Any]]:
+    """The ``[[network]]`` tables of a TOML networks file, unvalidated."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as err:
+        raise NetworksFileError(f"cannot read networks file {path}: {err.strerror}") from None
+    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as err:
+        raise NetworksFileError(f"networks file {path} is not valid TOML: {err}") from None
+    items = data.get("network")
+    if not isinstance(items, list) or not all(isinstance(i, dict) for i in items):
+        raise NetworksFileError(
+            f"networks file {path} must contain [[network]] tables, e.g.\n"
+            '  [[network]]\n  ssid = "HomeNetwork"\n  security = "wpa2_aes"\n'
+            '  password = "secret123"\n  channel = 6\n  rssi = -50'
+        )
+    return items
