@@ -1,0 +1,126 @@
+"""The cloud's aiohttp application and server object.
+
+One route table (assembled from the area modules), one middleware that turns every
+failure into JSON (cloud-api.md §10.3: particle-api-js parses every error body), and a
+server that binds to loopback unless told otherwise.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Self
+
+from aiohttp import web
+
+from softap_sim.cloud import auth, devices
+from softap_sim.cloud.core import CLOUD_KEY, Cloud, error_response
+from softap_sim.cloud.errors import CloudError
+
+log = logging.getLogger(__name__)
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+ROUTES: list[tuple[str, str, Handler]] = [*auth.ROUTES, *devices.ROUTES]
+
+
+@web.middleware
+async def json_errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        return await handler(request)
+    except CloudError as err:
+        return error_response(err)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
+            exc.status, "invalid_request"
+        )
+        headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
+        return web.json_response(
+            {"error": code, "error_description": exc.reason or code},
+            status=exc.status,
+            headers=headers,
+        )
+    except Exception:  # a bug: answer JSON, log it (never with secrets), keep serving
+        log.exception("cloud: internal error on %s %s", request.method, request.path)
+        return web.json_response(
+            {"error": "server_error", "error_description": "Internal server error"}, status=500
+        )
+
+
+def make_app(cloud: Cloud) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
+    app[CLOUD_KEY] = cloud
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+    return app
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+class CloudServer:
+    """The REST API on ``host:port`` (loopback by default; port 0 picks a free one)."""
+
+    def __init__(
+        self, cloud: Cloud, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False
+    ) -> None:
+        if not is_loopback(host) and not allow_remote:
+            raise ValueError(
+                f"the cloud binds to loopback by default; binding {host} exposes tokens and "
+                "customer data to the network: pass allow_remote=True (--cloud-public)"
+            )
+        self.cloud = cloud
+        self.host = host
+        self.port = port
+        self._runner: web.AppRunner | None = None
+
+    async def start(self) -> None:
+        if self._runner is not None:
+            return
+        if not is_loopback(self.host):
+            log.warning("the cloud API listens on %s: reachable from the network", self.host)
+        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
+        sock = socket.socket(family, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((self.host, self.port))
+        except OSError:
+            sock.close()
+            raise
+        self.port = sock.getsockname()[1]
+        runner = web.AppRunner(make_app(self.cloud), access_log=None)
+        await runner.setup()
+        await web.SockSite(runner, sock).start()
+        self._runner = runner
+
+    async def close(self) -> None:
+        runner, self._runner = self._runner, None
+        if runner is not None:
+            await runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def __aenter__(self) -> Self:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
