@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from firmware_model import GateMode, StateChanged
 from firmware_model.eras import FirmwareEra
 from firmware_model.timing import PROFILES, timing_profile
-from softap_sim import __version__, argtypes, ctl, replay
+from softap_sim import __version__, argtypes, cloud_cli, ctl, replay
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError, SimulatorError
@@ -102,6 +102,19 @@ def build_parser() -> argparse.ArgumentParser:
         help="control API port on 127.0.0.1; 0 picks a free port",
     )
     net.add_argument("--no-control", action="store_true", help="do not start the control API")
+    net.add_argument(
+        "--cloud-port",
+        type=_port,
+        default=cloud_cli.DEFAULT_CLOUD_PORT,
+        help="port of the embedded cloud's REST API; 0 picks a free one",
+    )
+    net.add_argument("--cloud-host", default="127.0.0.1", help="address of the cloud API")
+    net.add_argument(
+        "--cloud-public",
+        action="store_true",
+        help="allow a non-loopback --cloud-host (tokens become reachable from the network)",
+    )
+    net.add_argument("--no-cloud", action="store_true", help="do not start the embedded cloud")
     dev = run.add_argument_group("device")
     dev.add_argument(
         "--scenario",
@@ -230,6 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ctl.add_parser(sub)
     replay.add_parser(sub)
+    cloud_cli.add_parser(sub)
     return parser
 
 
@@ -282,7 +296,12 @@ def build_config(args: argparse.Namespace) -> SimConfig:
     return dataclasses.replace(base, **changes)
 
 
-def _banner(emu: DeviceEmulator, state_dir: Path | None, control_url: str | None) -> str:
+def _banner(
+    emu: DeviceEmulator,
+    state_dir: Path | None,
+    control_url: str | None,
+    cloud_url: str | None = None,
+) -> str:
     dev = emu.device
     host, tcp_port = emu.tcp_address
     claimed = "yes" if dev.dct.claimed else "no"
@@ -304,6 +323,8 @@ def _banner(emu: DeviceEmulator, state_dir: Path | None, control_url: str | None
         lines.append(
             f"  control    {control_url}   e.g.  softap-sim ctl --control {control_url} state"
         )
+    if cloud_url:
+        lines.append(f"  cloud      {cloud_url}   (Particle REST subset; particle-api-js baseUrl)")
     heap = dev.heap
     lines += [
         f"  memory     {heap.free_bytes} B free, app {heap.app_ram_bytes} B, gate "
@@ -376,6 +397,7 @@ async def _run(args: argparse.Namespace) -> int:
             ) from None
         raise SimulatorError(f"cannot listen on {args.host}: {err.strerror or err}") from None
     control = None
+    cloud = None
     try:
         if not args.no_control:
             from softap_sim.control_api import start_control_api
@@ -387,20 +409,58 @@ async def _run(args: argparse.Namespace) -> int:
                     f"cannot start the control API on 127.0.0.1:{args.control_port} "
                     f"({err.strerror or err}); pass --control-port 0 or --no-control"
                 ) from None
-        print(_banner(emu, config.state_dir, control.url if control else None), flush=True)
+        cloud_line = None
+        if not args.no_cloud:
+            cloud = await _start_cloud(args, emu)
+            assert cloud.server is not None
+            cloud_line = cloud.server.url
+        # handlers first: a supervisor may signal as soon as it reads "Press Ctrl-C"
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
+        banner, press = _banner(
+            emu, config.state_dir, control.url if control else None, cloud_line
+        ).rsplit("\n", 1)
+        print(banner, flush=True)
+        if cloud is not None and cloud.created_credentials:
+            cloud_cli.print_credentials(cloud.created_credentials, cloud.credentials_path)
+        print(press, flush=True)
         await stop.wait()
     finally:
         if control is not None:
             await control.close()
+        if cloud is not None:
+            await cloud.close()
         await emu.close()
     emu.check()
     print("stopped", flush=True)
     return 0
+
+
+async def _start_cloud(args: argparse.Namespace, emu: DeviceEmulator) -> Any:
+    """The embedded cloud next to the device, with the device in its registry."""
+    from softap_sim.cloud.service import CloudService
+
+    service = CloudService(emu.config.state_dir)
+    await service.open()
+    try:
+        await service.serve(args.cloud_host, args.cloud_port, allow_remote=args.cloud_public)
+    except ValueError as err:
+        await service.close()
+        raise SimulatorError(str(err)) from None
+    except OSError as err:
+        await service.close()
+        raise SimulatorError(
+            f"cannot start the cloud on {args.cloud_host}:{args.cloud_port} "
+            f"({err.strerror or err}); pass --cloud-port 0 or --no-cloud"
+        ) from None
+    device = emu.device
+    await service.register_device(
+        device.dct.identity.device_id_hex.lower(), device.key.public_key_pem.decode("ascii")
+    )
+    return service
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
@@ -473,6 +533,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.ctl_func(args))
         if args.command == "replay":
             return int(args.replay_func(args))
+        if args.command == "cloud":
+            return int(args.cloud_func(args))
         return int(args.func(args))
     except SimulatorError as err:
         print(f"softap-sim: error: {err}", file=sys.stderr)

@@ -56,6 +56,7 @@ def make_app(cloud: Cloud) -> web.Application:
     app[CLOUD_KEY] = cloud
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    app.on_shutdown.append(devices.on_shutdown)  # end open event streams promptly
     return app
 
 

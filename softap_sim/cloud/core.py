@@ -79,7 +79,7 @@ class Cloud:
     db: Database
     now: Callable[[], float] = time.time
     link: DeviceLink = field(default_factory=OfflineLink)
-    #: SSE subscribers: each gets (event name, payload dict, device id, owner ids)
+    #: SSE subscribers: each gets the event dict of ``devices.make_event``
     subscribers: set[Callable[[dict[str, Any]], None]] = field(default_factory=set)
     call_timeout_s: float = 30.0
 
@@ -91,7 +91,7 @@ class Cloud:
             scheme, _, value = header.partition(" ")
             if scheme.lower() == "bearer" and value.strip():
                 sources.append(value.strip())
-            elif scheme.lower() != "basic":
+            elif scheme.lower() != "basic":  # an empty Bearer lands here too
                 raise InvalidRequest("Malformed auth header")
         if "access_token" in request.query:
             sources.append(request.query["access_token"])
@@ -100,7 +100,10 @@ class Cloud:
         if not sources:
             raise InvalidRequest("The access token was not found", status=400)
         if len(sources) > 1:
-            raise InvalidRequest("Only one method may be used to authenticate at a time")
+            # the OAuth library's wording, double space included (lib/authorise.js)
+            raise InvalidRequest(
+                "Only one method may be used to authenticate at a time (Auth header,  GET or POST)."
+            )
         return await self.principal_for(sources[0])
 
     async def principal_for(self, token: str) -> Principal:

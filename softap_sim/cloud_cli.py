@@ -1,0 +1,273 @@
+"""``softap-sim cloud``: run the local cloud alone, and manage its clients and customers.
+
+Management commands work on the SQLite database in the state directory directly, so
+they work whether or not a server is running (WAL lets both share the file).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from softap_sim.argtypes import parse_port
+from softap_sim.config import default_state_dir
+from softap_sim.errors import SimulatorError
+
+DEFAULT_CLOUD_PORT = 8181
+#: the console presets (cloud-api.md §2), by their short CLI names
+PRESETS = {"two-legged": "two-legged", "mobile": "simple-auth-mobile", "web": "simple-auth-web"}
+
+
+def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cloud = sub.add_parser(
+        "cloud",
+        help="run the local cloud alone, or manage its OAuth clients and customers",
+        description="The embedded Particle-style cloud (REST subset on SQLite). Without a "
+        "subcommand it serves the API until Ctrl-C.",
+    )
+    _common(cloud)
+    _serve_options(cloud)
+    cloud.set_defaults(cloud_func=_serve)
+    csub = cloud.add_subparsers(dest="cloud_command", metavar="SUBCOMMAND")
+    serve = csub.add_parser("serve", help="serve the REST API (the default)")
+    _common(serve)
+    _serve_options(serve)
+    serve.set_defaults(cloud_func=_serve)
+
+    client = csub.add_parser("client", help="OAuth clients: create, list, delete")
+    ccs = client.add_subparsers(dest="client_command", metavar="ACTION", required=True)
+    create = ccs.add_parser("create", help="create a client; its secret is shown once")
+    _common(create)
+    create.add_argument("--name", required=True, help="a name for the client")
+    create.add_argument(
+        "--preset",
+        choices=sorted(PRESETS),
+        default="two-legged",
+        help="two-legged (server, no scope), mobile (simple auth, "
+        "customers:create) or web (simple auth, needs --redirect-uri)",
+    )
+    create.add_argument(
+        "--product", default=None, help="product id or slug (default: the default product)"
+    )
+    create.add_argument("--redirect-uri", default=None, help="web clients only")
+    create.set_defaults(cloud_func=_client_create)
+    lst = ccs.add_parser("list", help="list clients (secrets are never shown again)")
+    _common(lst)
+    lst.add_argument("--product", default=None, help="only this product's clients")
+    lst.add_argument("--json", action="store_true")
+    lst.set_defaults(cloud_func=_client_list)
+    delete = ccs.add_parser("delete", help="delete a client")
+    _common(delete)
+    delete.add_argument("client_id")
+    delete.set_defaults(cloud_func=_client_delete)
+
+    customer = csub.add_parser("customer", help="customers: list")
+    cus = customer.add_subparsers(dest="customer_command", metavar="ACTION", required=True)
+    clist = cus.add_parser("list", help="list a product's customers")
+    _common(clist)
+    clist.add_argument("--product", default=None, help="product id or slug (default product)")
+    clist.add_argument("--json", action="store_true")
+    clist.set_defaults(cloud_func=_customer_list)
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--state-dir",
+        type=Path,
+        default=argparse.SUPPRESS,
+        help=f"state directory holding cloud.sqlite3 (default: {default_state_dir()})",
+    )
+
+
+def _serve_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
+    p.add_argument(
+        "--port",
+        type=parse_port,
+        default=DEFAULT_CLOUD_PORT,
+        help=f"REST API port (default {DEFAULT_CLOUD_PORT}); 0 picks a free one",
+    )
+    p.add_argument(
+        "--public",
+        action="store_true",
+        help="allow a non-loopback --host (tokens and customer data become "
+        "reachable from the network)",
+    )
+
+
+def _state_dir(args: argparse.Namespace) -> Path:
+    return getattr(args, "state_dir", None) or default_state_dir()
+
+
+def print_credentials(creds: dict[str, Any], path: Path | None, out: Any = None) -> None:
+    out = out or sys.stdout
+    print(
+        "cloud: first start, created (the secrets are shown only now"
+        + (f"; also saved to {path}, mode 0600" if path else "")
+        + "):",
+        file=out,
+    )
+    for line in json.dumps(creds, indent=2, sort_keys=True).splitlines():
+        print(f"  {line}", file=out)
+
+
+async def _serve_async(args: argparse.Namespace) -> int:
+    from softap_sim.cloud.service import CloudService
+
+    state_dir = _state_dir(args)
+    service = CloudService(state_dir)
+    await service.open()
+    try:
+        try:
+            server = await service.serve(args.host, args.port, allow_remote=args.public)
+        except ValueError as err:
+            raise SimulatorError(str(err)) from None
+        except OSError as err:
+            raise SimulatorError(
+                f"cannot listen on {args.host}:{args.port} ({err.strerror or err}); "
+                "pass --port 0 or stop the other program"
+            ) from None
+        if service.created_credentials:
+            print_credentials(service.created_credentials, service.credentials_path)
+        print(
+            f"softap-sim cloud: REST API on {server.url} (database {service.db.path})\n"
+            "Press Ctrl-C to stop.",
+            flush=True,
+        )
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            with contextlib.suppress(NotImplementedError):
+                loop.add_signal_handler(sig, stop.set)
+        await stop.wait()
+    finally:
+        await service.close()
+    print("stopped", flush=True)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    return asyncio.run(_serve_async(args))
+
+
+def _with_db(args: argparse.Namespace, fn: Any) -> Any:
+    from softap_sim.cloud import auth
+    from softap_sim.cloud.db import Database
+
+    state_dir = _state_dir(args)
+    db = Database(state_dir / "cloud.sqlite3")
+    db.open_sync()
+    try:
+        now = time.time()
+        db.run_sync(lambda conn: auth.bootstrap(conn, now))
+        return db.run_sync(fn)
+    finally:
+        db.close_sync()
+
+
+def _product(conn: Any, ref: str | None) -> Any:
+    from softap_sim.cloud.core import find_product
+
+    if ref is None:
+        row = conn.execute("SELECT * FROM products ORDER BY id LIMIT 1").fetchone()
+    else:
+        row = find_product(conn, ref)
+    if row is None:
+        raise SimulatorError(f"no product {ref!r}; list them with 'softap-sim cloud client list'")
+    return row
+
+
+def _client_create(args: argparse.Namespace) -> int:
+    from softap_sim.cloud import auth
+    from softap_sim.cloud.errors import CloudError
+
+    if args.preset == "web" and not args.redirect_uri:
+        raise SimulatorError("a web client needs --redirect-uri")
+
+    def create(conn: Any) -> tuple[dict[str, Any], str]:
+        product = _product(conn, args.product)
+        return auth.create_preset_client(
+            conn,
+            PRESETS[args.preset],
+            name=args.name,
+            product_id=product["id"],
+            redirect_uri=args.redirect_uri,
+            now=time.time(),
+        )
+
+    try:
+        row, secret = _with_db(args, create)
+    except CloudError as err:
+        raise SimulatorError(err.description) from None
+    print(json.dumps({**row, "secret": secret}, indent=2, sort_keys=True))
+    print("The secret is shown only now; store it safely.", file=sys.stderr)
+    return 0
+
+
+def _client_list(args: argparse.Namespace) -> int:
+    def rows(conn: Any) -> list[dict[str, Any]]:
+        sql = "SELECT id, name, type, scope, product_id, redirect_uri FROM clients"
+        params: tuple[Any, ...] = ()
+        if args.product is not None:
+            sql += " WHERE product_id = ?"
+            params = (_product(conn, args.product)["id"],)
+        return [dict(r) for r in conn.execute(sql + " ORDER BY created_at, rowid", params)]
+
+    result = _with_db(args, rows)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for r in result:
+            print(
+                f"{r['id']:<40} {r['type']:<9} product {r['product_id'] or '-':<6} "
+                f"scope {r['scope'] or '-':<17} {r['name']}"
+            )
+    return 0
+
+
+def _client_delete(args: argparse.Namespace) -> int:
+    from softap_sim.cloud import auth
+
+    found = _with_db(args, lambda conn: auth.delete_client(conn, args.client_id))
+    if not found:
+        raise SimulatorError(f"no client {args.client_id!r}")
+    print(f"deleted client {args.client_id}")
+    return 0
+
+
+def _customer_list(args: argparse.Namespace) -> int:
+    def rows(conn: Any) -> list[dict[str, Any]]:
+        product = _product(conn, args.product)
+        return [
+            {
+                "id": r["id"],
+                "email": r["email"],
+                "shadow": r["password_hash"] is None,
+                "devices": [
+                    d["id"]
+                    for d in conn.execute(
+                        "SELECT id FROM devices WHERE owner_customer_id = ?", (r["id"],)
+                    )
+                ],
+            }
+            for r in conn.execute(
+                "SELECT * FROM customers WHERE product_id = ? ORDER BY created_at, rowid",
+                (product["id"],),
+            )
+        ]
+
+    result = _with_db(args, rows)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        for r in result:
+            shadow = " (no password)" if r["shadow"] else ""
+            print(f"{r['email']}{shadow}  devices: {', '.join(r['devices']) or '-'}")
+    return 0
