@@ -1154,6 +1154,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/devices/events", get_events),
     ("GET", "/v1/devices/events/{prefix:.+}", get_events),
     ("GET", "/v1/events/{prefix:.+}", get_public_events),
+    ("GET", "/v1/events", get_public_events),
     ("GET", "/v1/devices/{device}/events", get_device_events),
     ("GET", "/v1/devices/{device}/events/{prefix:.+}", get_device_events),
     ("GET", "/v1/devices/{device}", get_device),

@@ -1,0 +1,853 @@
+#!/usr/bin/env python3
+"""Benchmark the embedded cloud's hot REST paths against a bare aiohttp handler.
+
+Issue text: "token grants/s and claim-code creations/s against a bare aiohttp handler
+measured in the same run; report the ratio and the p99", and "Database I/O must not
+block the event loop on the hot paths (measure it ...)".
+
+Method
+------
+Two server processes are started from this script (``--serve ROLE``), each on
+127.0.0.1 port 0. Each prints one JSON line (pid, URL, credentials) on stdout, then
+serves until its stdin closes:
+
+* ``ours``: ``CloudService(<temp dir>)``, the real configuration: a file-backed SQLite
+  database in WAL mode behind its worker thread, bootstrapped on first start (the
+  default product and its two-legged OAuth client), plus ``--concurrency`` customers
+  with passwords made with ``softap_sim.cloud.auth.create_customer`` before the server
+  starts;
+* ``bare``: a plain aiohttp app with the same routes that parses the same request
+  (form for ``/oauth/token``, JSON and a Bearer header for the claim route) and answers
+  the same-shaped JSON with fresh random values: no database, no hashing, no checks.
+
+The load comes from this (main) process: ``--concurrency`` workers, each with its own
+``aiohttp.ClientSession`` (one keep-alive connection each), in a closed loop; a window
+ends after ``--requests`` requests (``--password-requests`` for the password grant) or
+``--duration`` seconds, whichever comes first. Windows alternate ours/bare for each
+operation, ``--rounds`` times, and the rounds are summed, so background load on a
+shared machine hits both alike:
+
+* ``password``: ``POST /oauth/token`` ``grant_type=password`` for a customer, client
+  credentials in the form (as particle-api-js ``login()`` sends them). The password
+  check is scrypt (n=2^14, r=8): deliberately slow, so it is reported on its own;
+* ``client_credentials``: ``POST /oauth/token`` ``grant_type=client_credentials`` with
+  ``scope=customer=<email>`` (how a two-legged server mints customer tokens): no KDF;
+* ``claim_code``: ``POST /v1/products/<p>/device_claims`` with a customer token and the
+  JSON body ``{}`` (as particle-api-js ``getClaimCode({product})`` sends it).
+
+For each (operation, server): operations/s, p50/p99 latency, the server process's CPU
+time per operation (all threads: ``sum_exec_runtime`` of ``/proc/<pid>/task/*/schedstat``,
+``utime+stime`` of ``/proc/<pid>/stat`` as the fallback), and the ours/bare ratios.
+
+The load generator is Python too and, on a small machine, saturates before the bare
+server does: the bare throughput is then capped by the client and moves with any other
+load, so the ours/bare *throughput* ratio understates our cost and is noisy. The CPU
+time per operation does not depend on who the bottleneck is: the CPU/op ratio is the
+stable measure of what our code path costs.
+
+Event-loop blocking: both servers run a watchdog, a ``loop.call_later`` tick every
+``--tick-ms`` ms that records how late it fires. The lateness is the time the loop was
+busy or blocked; its maximum and p99 are reported per window. Our server also times
+the work its database thread does (each transaction, wall clock) so the table shows
+how much of each operation ran off the loop.
+
+Benchmarks are not tests: the exit status is 0 whatever the numbers unless
+``--enforce`` is given; then 1 when a target is missed (ours/bare throughput of the
+KDF-free operations below ``--min-ratio``, or a loop lag above ``--max-lag-ms`` on our
+server). 2 means set-up failed, 3 that requests failed under load.
+
+Examples::
+
+    python scripts/bench_cloud.py
+    python scripts/bench_cloud.py --concurrency 32 --requests 5000 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import secrets
+import signal
+import statistics
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Final
+
+import aiohttp
+from aiohttp import web
+
+REPO_ROOT: Final = Path(__file__).resolve().parent.parent
+HOST: Final = "127.0.0.1"
+CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+READY_TIMEOUT_S: Final = 60.0
+CONTROL_TIMEOUT_S: Final = 10.0
+STOP_TIMEOUT_S: Final = 10.0
+REQUEST_TIMEOUT_S: Final = 30.0
+OPERATIONS: Final = ("password", "client_credentials", "claim_code")
+#: operations without a password KDF: the ones --min-ratio applies to
+KDF_FREE: Final = ("client_credentials", "claim_code")
+ROLES: Final = ("ours", "bare")
+PRODUCT_SLUG: Final = "bench-product"
+CUSTOMER_PASSWORD: Final = "bench-password-1"  # a throwaway value in a temp database
+
+
+class BenchError(Exception):
+    """Set-up failed: the benchmark cannot produce numbers."""
+
+
+# ==================================================================================
+# server side (--serve ROLE)
+# ==================================================================================
+class LagMonitor:
+    """How late a periodic ``call_later`` tick fires: the loop's blocked time."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
+        self._loop = loop
+        self._interval = interval_s
+        self._due = 0.0
+        self._handle: asyncio.TimerHandle | None = None
+        self.lags: list[float] = []
+
+    def start(self) -> None:
+        self._due = self._loop.time() + self._interval
+        self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def _tick(self) -> None:
+        now = self._loop.time()
+        self.lags.append(max(0.0, now - self._due))
+        self._due = now + self._interval
+        self._handle = self._loop.call_later(self._interval, self._tick)
+
+    def stop(self) -> None:
+        if self._handle is not None:
+            self._handle.cancel()
+
+    def take(self) -> dict[str, Any]:
+        lags, self.lags = self.lags, []
+        if not lags:
+            return {"samples": 0, "max_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0}
+        ordered = sorted(lags)
+        return {
+            "samples": len(lags),
+            "max_ms": ordered[-1] * 1e3,
+            "p99_ms": _quantile(ordered, 0.99) * 1e3,
+            "mean_ms": statistics.fmean(lags) * 1e3,
+        }
+
+
+def _loop_thread_schedstat() -> tuple[float, float]:
+    """(CPU seconds, seconds waiting for a CPU) of the calling thread, from schedstat."""
+    try:
+        path = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
+        run_ns, wait_ns, _slices = path.read_text().split()[:3]
+    except (OSError, ValueError):
+        return 0.0, 0.0
+    return int(run_ns) / 1e9, int(wait_ns) / 1e9
+
+
+@dataclass
+class LoopThreadTimer:
+    """CPU time of the event-loop thread, and its time runnable but waiting for a CPU.
+
+    A loop lag with a large run-queue wait is CPU contention (other threads or
+    processes held every core), not a blocking call on the loop.
+    """
+
+    last: tuple[float, float] = field(default_factory=_loop_thread_schedstat)
+
+    def take(self) -> dict[str, Any]:
+        now = _loop_thread_schedstat()
+        run, wait = now[0] - self.last[0], now[1] - self.last[1]
+        self.last = now
+        return {"loop_cpu_s": run, "loop_runqueue_wait_s": wait}
+
+
+@dataclass
+class DbTimer:
+    """Wall time the database worker spends in transactions (off the loop)."""
+
+    busy_s: float = 0.0
+    transactions: int = 0
+
+    def take(self) -> dict[str, Any]:
+        out = {"db_busy_s": self.busy_s, "db_transactions": self.transactions}
+        self.busy_s, self.transactions = 0.0, 0
+        return out
+
+
+async def _serve(role: str, state_dir: str | None, concurrency: int, tick_ms: float) -> None:
+    loop = asyncio.get_running_loop()
+    monitor = LagMonitor(loop, tick_ms / 1e3)
+    db_timer = DbTimer()
+    loop_timer = LoopThreadTimer()
+    closers: list[Callable[[], Awaitable[None]]] = []
+    if role == "ours":
+        assert state_dir is not None
+        info = await _start_ours(Path(state_dir), concurrency, db_timer, closers)
+    else:
+        info = await _start_bare(closers)
+    monitor.start()
+    info["pid"] = os.getpid()
+    _emit(info)
+    reader = asyncio.StreamReader()
+    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    try:
+        while line := await reader.readline():
+            command = line.decode().strip()
+            if command == "mark":  # end of a window: report and restart the counters
+                _emit({"lag": monitor.take(), **db_timer.take(), **loop_timer.take()})
+    finally:
+        monitor.stop()
+        for close in reversed(closers):
+            await close()
+
+
+def _emit(data: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(data) + "\n")
+    sys.stdout.flush()
+
+
+async def _start_ours(
+    state_dir: Path,
+    concurrency: int,
+    db_timer: DbTimer,
+    closers: list[Callable[[], Awaitable[None]]],
+) -> dict[str, Any]:
+    from softap_sim.cloud import auth
+    from softap_sim.cloud.service import CloudService
+
+    service = CloudService(state_dir)
+    await service.open()
+    closers.append(service.close)
+    db = service.db
+    original = db._transaction
+
+    def timed(fn: Any) -> Any:
+        started = time.perf_counter()
+        try:
+            return original(fn)
+        finally:
+            db_timer.busy_s += time.perf_counter() - started
+            db_timer.transactions += 1
+
+    db._transaction = timed  # type: ignore[method-assign]
+    now = service.cloud.now()
+    emails = [f"bench-{i}@example.com" for i in range(concurrency)]
+
+    created = service.created_credentials
+    if created is None:
+        raise BenchError(f"{state_dir} was not a fresh state directory")
+    product_id = int(created["product"]["id"])
+
+    def setup(conn: Any) -> dict[str, Any]:
+        for email in emails:
+            auth.create_customer(conn, product_id, email, CUSTOMER_PASSWORD, now)
+        return {
+            "product": created["product"]["slug"],
+            "client_id": created["client"]["id"],
+            "client_secret": created["client"]["secret"],
+        }
+
+    creds = await db.run(setup)
+    db_timer.take()
+    server = await service.serve(HOST, 0)
+    return {"role": "ours", "url": server.url, "customers": emails, **creds}
+
+
+async def _start_bare(closers: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
+    """Same routes, same request parsing, same reply shapes; nothing else."""
+
+    async def token(request: web.Request) -> web.Response:
+        form = await request.post()
+        grant = form.get("grant_type")
+        if grant not in ("password", "client_credentials", "refresh_token"):
+            return web.json_response(
+                {"error": "invalid_request", "error_description": "bad grant_type"}, status=400
+            )
+        body: dict[str, Any] = {
+            "token_type": "bearer",
+            "access_token": secrets.token_hex(20),
+            "expires_in": 7_776_000,
+            "refresh_token": secrets.token_hex(20),
+        }
+        if form.get("scope"):
+            body["scope"] = form["scope"]
+        return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
+
+    async def claim(request: web.Request) -> web.Response:
+        if not request.headers.get("Authorization", "").startswith("Bearer "):
+            return web.json_response(
+                {"error": "invalid_request", "error_description": "no token"}, status=400
+            )
+        json.loads(await request.read() or b"{}")
+        code = secrets.token_urlsafe(48)[:63]
+        return web.json_response({"claim_code": code, "device_ids": []})
+
+    app = web.Application()
+    app.router.add_post("/oauth/token", token)
+    app.router.add_post("/v1/products/{product}/device_claims", claim)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, HOST, 0)
+    await site.start()
+    closers.append(runner.cleanup)
+    port = runner.addresses[0][1]
+    return {
+        "role": "bare",
+        "url": f"http://{HOST}:{port}",
+        "product": PRODUCT_SLUG,
+        "client_id": "bare-client",
+        "client_secret": "bare-secret",
+        "customers": [f"bench-{i}@example.com" for i in range(1000)],
+    }
+
+
+def serve_main(args: argparse.Namespace) -> int:
+    # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    asyncio.run(_serve(args.serve, args.state_dir, args.concurrency, args.tick_ms))
+    return 0
+
+
+# ==================================================================================
+# main side: server processes
+# ==================================================================================
+@dataclass(frozen=True)
+class CpuSample:
+    """CPU seconds of one process (all threads): schedstat if available, else ticks."""
+
+    seconds: float
+
+    @classmethod
+    def of(cls, pid: int) -> CpuSample:
+        try:
+            total = 0.0
+            for task in Path(f"/proc/{pid}/task").iterdir():
+                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
+                    total += int((task / "schedstat").read_text().split()[0]) / 1e9
+            return cls(total)
+        except (OSError, ValueError, IndexError):
+            stat = Path(f"/proc/{pid}/stat").read_text()
+            fields = stat[stat.rindex(")") + 2 :].split()
+            return cls((int(fields[11]) + int(fields[12])) / CLK_TCK)
+
+
+class ServerProcess:
+    def __init__(self, role: str, argv: list[str]) -> None:
+        self.role = role
+        self._argv = argv
+        self._proc: asyncio.subprocess.Process | None = None
+        self.info: dict[str, Any] = {}
+
+    @property
+    def pid(self) -> int:
+        assert self._proc is not None
+        return self._proc.pid
+
+    async def start(self) -> dict[str, Any]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = os.pathsep.join(
+            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
+        )
+        self._proc = await asyncio.create_subprocess_exec(
+            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
+        )
+        self.info = await self._read(READY_TIMEOUT_S, "announce itself")
+        return self.info
+
+    async def _read(self, limit_s: float, what: str) -> dict[str, Any]:
+        assert self._proc is not None
+        assert self._proc.stdout is not None
+        try:
+            line = await asyncio.wait_for(self._proc.stdout.readline(), limit_s)
+        except TimeoutError:
+            raise BenchError(f"{self.role} server did not {what} within {limit_s} s") from None
+        if not line:
+            code = await self._proc.wait()
+            raise BenchError(f"{self.role} server exited (status {code}) before it could {what}")
+        data: dict[str, Any] = json.loads(line)
+        return data
+
+    async def mark(self) -> dict[str, Any]:
+        """End a window: the server's loop-lag and database counters since the last mark."""
+        assert self._proc is not None
+        assert self._proc.stdin is not None
+        self._proc.stdin.write(b"mark\n")
+        await self._proc.stdin.drain()
+        return await self._read(CONTROL_TIMEOUT_S, "report its counters")
+
+    def cpu(self) -> float:
+        return CpuSample.of(self.pid).seconds
+
+    async def stop(self) -> None:
+        proc, self._proc = self._proc, None
+        if proc is None:
+            return
+        if proc.stdin is not None:
+            with contextlib.suppress(OSError):
+                proc.stdin.close()
+        try:
+            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
+        except TimeoutError:
+            proc.terminate()
+            try:
+                await asyncio.wait_for(proc.wait(), 2.0)
+            except TimeoutError:
+                proc.kill()
+                await proc.wait()
+
+
+# ==================================================================================
+# main side: load
+# ==================================================================================
+@dataclass
+class Window:
+    op: str
+    role: str
+    requests: int = 0
+    errors: int = 0
+    first_error: str | None = None
+    elapsed_s: float = 0.0
+    latencies: list[float] = field(default_factory=list)
+    cpu_s: float = 0.0
+    server: dict[str, Any] = field(default_factory=dict)
+
+    def merge(self, other: Window) -> Window:
+        """Two windows of the same (operation, server) as one."""
+        server: dict[str, Any] = {}
+        for key in ("db_busy_s", "db_transactions", "loop_cpu_s", "loop_runqueue_wait_s"):
+            if key in self.server or key in other.server:
+                server[key] = self.server.get(key, 0) + other.server.get(key, 0)
+        lags = [w.server.get("lag", {}) for w in (self, other)]
+        server["lag"] = {
+            "max_ms": max(lag.get("max_ms", 0.0) for lag in lags),
+            # the p99 of the merged window is not known exactly: keep the worse one
+            "p99_ms": max(lag.get("p99_ms", 0.0) for lag in lags),
+        }
+        return Window(
+            self.op,
+            self.role,
+            self.requests + other.requests,
+            self.errors + other.errors,
+            self.first_error or other.first_error,
+            self.elapsed_s + other.elapsed_s,
+            self.latencies + other.latencies,
+            self.cpu_s + other.cpu_s,
+            server,
+        )
+
+    def summary(self) -> dict[str, Any]:
+        ordered = sorted(self.latencies)
+        ok = len(ordered)
+        lag = self.server.get("lag", {})
+        db_busy = self.server.get("db_busy_s")
+        return {
+            "requests": self.requests,
+            "errors": self.errors,
+            "first_error": self.first_error,
+            "seconds": self.elapsed_s,
+            "ops_per_s": ok / self.elapsed_s if self.elapsed_s > 0 else 0.0,
+            "p50_ms": _quantile(ordered, 0.50) * 1e3 if ordered else None,
+            "p99_ms": _quantile(ordered, 0.99) * 1e3 if ordered else None,
+            "max_ms": ordered[-1] * 1e3 if ordered else None,
+            "cpu_ms_per_op": self.cpu_s / self.requests * 1e3 if self.requests else None,
+            "loop_lag_max_ms": lag.get("max_ms"),
+            "loop_lag_p99_ms": lag.get("p99_ms"),
+            "db_ms_per_op": _per_op(db_busy, self.requests),
+            "loop_cpu_ms_per_op": _per_op(self.server.get("loop_cpu_s"), self.requests),
+            "loop_runqueue_wait_s": self.server.get("loop_runqueue_wait_s"),
+            "db_transactions_per_op": (
+                self.server["db_transactions"] / self.requests
+                if "db_transactions" in self.server and self.requests
+                else None
+            ),
+        }
+
+
+def _per_op(seconds: float | None, requests: int) -> float | None:
+    return seconds / requests * 1e3 if seconds is not None and requests else None
+
+
+def _quantile(ordered: list[float], q: float) -> float:
+    if not ordered:
+        return 0.0
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+RequestFn = Callable[[aiohttp.ClientSession, int], Awaitable[tuple[int, Any]]]
+
+
+def _request_fn(op: str, info: dict[str, Any], tokens: list[str]) -> RequestFn:
+    base = info["url"]
+    product = info["product"]
+    client = {"client_id": info["client_id"], "client_secret": info["client_secret"]}
+    customers: list[str] = info["customers"]
+
+    async def password(session: aiohttp.ClientSession, worker: int) -> tuple[int, Any]:
+        form = {
+            "username": customers[worker % len(customers)],
+            "password": CUSTOMER_PASSWORD,
+            "grant_type": "password",
+            **client,
+            "expires_in": "7776000",
+        }
+        async with session.post(f"{base}/oauth/token", data=form) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def client_credentials(session: aiohttp.ClientSession, worker: int) -> tuple[int, Any]:
+        form = {
+            "grant_type": "client_credentials",
+            "scope": f"customer={customers[worker % len(customers)]}",
+            **client,
+        }
+        async with session.post(f"{base}/oauth/token", data=form) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    async def claim_code(session: aiohttp.ClientSession, worker: int) -> tuple[int, Any]:
+        headers = {"Authorization": f"Bearer {tokens[worker % len(tokens)]}"}
+        async with session.post(
+            f"{base}/v1/products/{product}/device_claims", json={}, headers=headers
+        ) as resp:
+            return resp.status, await resp.json(content_type=None)
+
+    fns: dict[str, RequestFn] = {
+        "password": password,
+        "client_credentials": client_credentials,
+        "claim_code": claim_code,
+    }
+    return fns[op]
+
+
+def _check(op: str, status: int, body: Any) -> str | None:
+    if status != 200 or not isinstance(body, dict):
+        return f"HTTP {status}: {json.dumps(body)[:200]}"
+    key = "claim_code" if op == "claim_code" else "access_token"
+    if not isinstance(body.get(key), str):
+        return f"no {key} in {json.dumps(body)[:200]}"
+    return None
+
+
+async def run_window(
+    server: ServerProcess,
+    op: str,
+    sessions: list[aiohttp.ClientSession],
+    tokens: list[str],
+    budget: int,
+    duration_s: float,
+) -> Window:
+    window = Window(op, server.role)
+    send = _request_fn(op, server.info, tokens)
+    for i, session in enumerate(sessions):  # warm-up: one request per connection
+        status, body = await send(session, i)
+        if (why := _check(op, status, body)) is not None:
+            raise BenchError(f"{server.role} {op}: warm-up request failed: {why}")
+    await server.mark()
+    left = budget
+    deadline = time.monotonic() + duration_s
+
+    async def worker(i: int, session: aiohttp.ClientSession) -> None:
+        nonlocal left
+        while left > 0 and time.monotonic() < deadline:
+            left -= 1
+            started = time.perf_counter()
+            try:
+                status, body = await send(session, i)
+                why = _check(op, status, body)
+            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
+                why = f"{type(err).__name__}: {err}"
+            window.requests += 1
+            if why is None:
+                window.latencies.append(time.perf_counter() - started)
+            else:
+                window.errors += 1
+                window.first_error = window.first_error or why
+
+    cpu0 = server.cpu()
+    t0 = time.perf_counter()
+    await asyncio.gather(*(worker(i, s) for i, s in enumerate(sessions)))
+    window.elapsed_s = time.perf_counter() - t0
+    window.cpu_s = server.cpu() - cpu0
+    window.server = await server.mark()
+    return window
+
+
+async def customer_tokens(info: dict[str, Any], count: int) -> list[str]:
+    """One customer-scoped token per worker (client_credentials, scope=customer=...)."""
+    tokens = []
+    async with aiohttp.ClientSession() as session:
+        for i in range(count):
+            email = info["customers"][i % len(info["customers"])]
+            form = {
+                "grant_type": "client_credentials",
+                "scope": f"customer={email}",
+                "client_id": info["client_id"],
+                "client_secret": info["client_secret"],
+            }
+            async with session.post(f"{info['url']}/oauth/token", data=form) as resp:
+                body = await resp.json(content_type=None)
+                if resp.status != 200:
+                    raise BenchError(f"{info['role']}: customer token: HTTP {resp.status} {body}")
+                tokens.append(body["access_token"])
+    return tokens
+
+
+SCRIPT: Final = str(Path(__file__).resolve())
+
+
+async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
+        script = SCRIPT
+        common = ["--concurrency", str(args.concurrency), "--tick-ms", str(args.tick_ms)]
+        servers = {
+            "ours": ServerProcess(
+                "ours",
+                [sys.executable, script, "--serve", "ours", "--state-dir", tmp, *common],
+            ),
+            "bare": ServerProcess("bare", [sys.executable, script, "--serve", "bare", *common]),
+        }
+        try:
+            for server in servers.values():
+                await server.start()
+            tokens = {
+                role: await customer_tokens(s.info, args.concurrency) for role, s in servers.items()
+            }
+            timeout = aiohttp.ClientTimeout(total=REQUEST_TIMEOUT_S)
+            results: dict[str, dict[str, Any]] = {}
+            for op in args.ops:
+                budget = args.password_requests if op == "password" else args.requests
+                merged: dict[str, Window] = {}
+                for _round in range(args.rounds):
+                    for role in ROLES:  # alternate, so background load hits both alike
+                        sessions = [
+                            aiohttp.ClientSession(
+                                timeout=timeout, connector=aiohttp.TCPConnector(limit=1)
+                            )
+                            for _ in range(args.concurrency)
+                        ]
+                        try:
+                            window = await run_window(
+                                servers[role], op, sessions, tokens[role], budget, args.duration
+                            )
+                        finally:
+                            for session in sessions:
+                                await session.close()
+                        merged[role] = merged[role].merge(window) if role in merged else window
+                results[op] = {role: merged[role].summary() for role in ROLES}
+                results[op]["ratio"] = _ratios(results[op]["ours"], results[op]["bare"])
+            db_file = Path(tmp) / "cloud.sqlite3"
+            wal = db_file.with_name(db_file.name + "-wal")
+            storage = {
+                "db_bytes": db_file.stat().st_size if db_file.exists() else None,
+                "wal_bytes": wal.stat().st_size if wal.exists() else None,
+            }
+        finally:
+            for server in servers.values():
+                await server.stop()
+    return {
+        "config": {
+            "concurrency": args.concurrency,
+            "requests": args.requests,
+            "password_requests": args.password_requests,
+            "duration_s": args.duration,
+            "rounds": args.rounds,
+            "tick_ms": args.tick_ms,
+            "cpus": os.cpu_count(),
+        },
+        "results": results,
+        "storage": storage,
+    }
+
+
+def _ratios(ours: dict[str, Any], bare: dict[str, Any]) -> dict[str, Any]:
+    def div(a: float | None, b: float | None) -> float | None:
+        return a / b if a is not None and b else None
+
+    return {
+        "throughput": div(ours["ops_per_s"], bare["ops_per_s"]),
+        "p99": div(ours["p99_ms"], bare["p99_ms"]),
+        "cpu_per_op": div(ours["cpu_ms_per_op"], bare["cpu_ms_per_op"]),
+    }
+
+
+def judge(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
+    missed = []
+    for op, res in report["results"].items():
+        ratio = res["ratio"]["throughput"]
+        if op in KDF_FREE and (ratio is None or ratio < args.min_ratio):
+            missed.append(f"{op}: ours/bare throughput {_fmt(ratio, 2)} < {args.min_ratio}")
+        lag = res["ours"]["loop_lag_max_ms"]
+        if lag is not None and lag > args.max_lag_ms:
+            missed.append(f"{op}: our loop lag max {lag:.1f} ms > {args.max_lag_ms} ms")
+    return missed
+
+
+def _fmt(value: float | None, digits: int = 1) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def print_table(report: dict[str, Any], missed: list[str], args: argparse.Namespace) -> None:
+    cfg = report["config"]
+    print(
+        f"cloud REST benchmark: {cfg['concurrency']} concurrent sessions, <= {cfg['requests']} "
+        f"requests ({cfg['password_requests']} for password) or {cfg['duration_s']} s per "
+        f"window, {cfg['rounds']} alternating rounds summed, {cfg['cpus']} CPUs; loop watchdog "
+        f"tick {cfg['tick_ms']} ms"
+    )
+    head = (
+        f"{'operation':<19}{'server':<7}{'ops/s':>9}{'p50 ms':>9}{'p99 ms':>9}"
+        f"{'cpu ms/op':>11}{'loop ms/op':>11}{'db ms/op':>10}{'lag max':>9}{'lag p99':>9}"
+        f"{'runq s':>8}{'errors':>8}"
+    )
+    print(head)
+    print("-" * len(head))
+    for op, res in report["results"].items():
+        for role in ROLES:
+            r = res[role]
+            print(
+                f"{op:<19}{role:<7}{_fmt(r['ops_per_s']):>9}{_fmt(r['p50_ms'], 2):>9}"
+                f"{_fmt(r['p99_ms'], 2):>9}{_fmt(r['cpu_ms_per_op'], 3):>11}"
+                f"{_fmt(r['loop_cpu_ms_per_op'], 3):>11}{_fmt(r['db_ms_per_op'], 3):>10}"
+                f"{_fmt(r['loop_lag_max_ms']):>9}{_fmt(r['loop_lag_p99_ms']):>9}"
+                f"{_fmt(r['loop_runqueue_wait_s'], 2):>8}{r['errors']:>8}"
+            )
+        ratio = res["ratio"]
+        print(
+            f"{'':<19}{'ratio':<7}  ours/bare: throughput {_fmt(ratio['throughput'], 3)}, "
+            f"p99 {_fmt(ratio['p99'], 2)}x, CPU/op {_fmt(ratio['cpu_per_op'], 2)}x"
+        )
+    print(
+        "cpu ms/op: server process CPU (all threads) per request; loop ms/op: CPU of its "
+        "event-loop thread; db ms/op: wall time in database transactions (worker thread); "
+        "lag: lateness of a periodic loop callback; runq s: time the loop thread was "
+        "runnable but waiting for a CPU"
+    )
+    lags = [res["ours"]["loop_lag_max_ms"] or 0.0 for res in report["results"].values()]
+    print(
+        f"max event-loop lag on our server during the run: {max(lags, default=0.0):.1f} ms "
+        f"(watchdog tick {cfg['tick_ms']} ms; target <= {args.max_lag_ms} ms)"
+    )
+    storage = report["storage"]
+    print(f"database file {storage['db_bytes']} B, WAL {storage['wal_bytes']} B")
+    for line in missed:
+        print(f"MISSED: {line}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = float(text)
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        description="Token grants/s and claim codes/s of the embedded cloud against a bare "
+        "aiohttp handler, with p50/p99, server CPU per operation and event-loop lag.",
+        epilog="Exit status: 0 (even on missed targets unless --enforce), 1 missed target "
+        "with --enforce, 2 set-up failure, 3 requests failed under load.",
+    )
+    parser.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=16,
+        help="concurrent client sessions (default 16)",
+    )
+    parser.add_argument(
+        "--requests", type=_positive_int, default=3000, help="requests per window (default 3000)"
+    )
+    parser.add_argument(
+        "--password-requests",
+        type=_positive_int,
+        default=150,
+        help="requests per password-grant window (scrypt; default 150)",
+    )
+    parser.add_argument(
+        "--duration",
+        type=_positive_float,
+        default=15.0,
+        help="upper bound of a window in seconds (default 15)",
+    )
+    parser.add_argument(
+        "--rounds",
+        type=_positive_int,
+        default=3,
+        help="windows per (operation, server), alternating ours and bare, summed (default 3)",
+    )
+    parser.add_argument(
+        "--ops",
+        nargs="+",
+        choices=OPERATIONS,
+        default=list(OPERATIONS),
+        help="operations to measure (default: all)",
+    )
+    parser.add_argument(
+        "--tick-ms",
+        type=_positive_float,
+        default=5.0,
+        help="loop watchdog period in ms (default 5)",
+    )
+    parser.add_argument(
+        "--min-ratio",
+        type=float,
+        default=0.25,
+        help="--enforce: minimum ours/bare throughput of the KDF-free operations (default 0.25)",
+    )
+    parser.add_argument(
+        "--max-lag-ms",
+        type=float,
+        default=50.0,
+        help="--enforce: maximum event-loop lag on our server (default 50)",
+    )
+    parser.add_argument("--json", action="store_true", help="print the report as JSON")
+    parser.add_argument(
+        "--enforce", action="store_true", help="exit with status 1 when a target is missed"
+    )
+    parser.add_argument("--serve", choices=ROLES, help=argparse.SUPPRESS)
+    parser.add_argument("--state-dir", help=argparse.SUPPRESS)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.serve:
+        return serve_main(args)
+    try:
+        report = asyncio.run(run_benchmark(args))
+    except BenchError as err:
+        print(f"bench_cloud: set-up failed: {err}", file=sys.stderr)
+        return 2
+    missed = judge(report, args)
+    report["missed"] = missed
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print_table(report, missed, args)
+    if any(res[role]["errors"] for res in report["results"].values() for role in ROLES):
+        print(
+            "bench_cloud: requests failed under load; the numbers are not trustworthy",
+            file=sys.stderr,
+        )
+        return 3
+    if args.enforce and missed:
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
