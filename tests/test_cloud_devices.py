@@ -1387,5 +1387,5 @@ def test_every_route_resolves_to_its_handler() -> None:
 async def test_unknown_routes_and_methods_answer_json(env: Env) -> None:
     status, body = await env.call("PUT", "/v1/device_claims", TOK_ALICE)
     assert (status, body["error"]) == (405, "method_not_allowed")
-    status, body = await env.call("GET", "/v1/events", TOK_ALICE)
+    status, body = await env.call("GET", "/v1/no-such-route", TOK_ALICE)
     assert (status, body["error"]) == (404, "not_found")
