@@ -10,6 +10,7 @@ never draws randomness (house-style.md §3).
 from __future__ import annotations
 
 from firmware_model import security as sec
+from firmware_model.app import UserApp, default_app
 from firmware_model.commands import (
     ANTENNA_COMMANDS,
     BODY_COMMANDS,
@@ -119,6 +120,8 @@ class Device:
         timing: TimingProfile = FAST,
         faults: FaultPlan | None = None,
         cloud_available: bool = True,
+        app: UserApp | None = None,
+        cloud_link: bool = False,
     ) -> None:
         self.dct = dct
         self.key = key
@@ -127,8 +130,12 @@ class Device:
         self.heap = heap if heap is not None else Heap()
         self.timing = timing
         self.faults = faults if faults is not None else FaultPlan()
-        #: whether the cloud answers (the device-to-cloud link itself is a later issue)
+        #: whether the cloud answers; with ``cloud_link`` a real connection is made
         self.cloud_available = cloud_available
+        #: the host runs a real device-to-cloud connection (ConnectCloud effects)
+        self.cloud_link = cloud_link
+        #: the user application's cloud functions and variables
+        self.app = app if app is not None else default_app()
         #: ``wifi_creds_changed``: set when configure-ap saved a network in this session
         self.credentials_changed = False
         #: last antenna selected with ``ant-internal``/``ant-external`` (TCP only)
@@ -185,6 +192,25 @@ class Device:
         if self.faults.first(FaultKind.CLOUD_UNREACHABLE) is not None:
             return False
         return self.cloud_available
+
+    # -- the cloud side of the firmware (system_cloud_internal.cpp) -----------------
+    def claim_code_to_publish(self) -> bytes | None:
+        """After a full handshake: the stored code if its first byte is not 0 or 0xFF."""
+        field = self.dct.claim_code_field
+        if field[:1] in (b"\x00", b"\xff"):
+            return None
+        return self.dct.claim_code
+
+    def receive_cloud_event(self, name: str) -> list[Effect]:
+        """An event from the cloud (the device subscribes to ``spark``/``particle``).
+
+        Any name starting with ``spark/device/claim/`` clears the claim code and sets
+        claimed (``HAL_Set_Claim_Code(NULL)``, softap-protocol.md §6).
+        """
+        if name.startswith("spark/device/claim/"):
+            self.dct.mark_claimed()
+            return [DctChanged()]
+        return []
 
     @property
     def saves_lost(self) -> bool:

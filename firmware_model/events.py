@@ -92,6 +92,13 @@ class CloudFinished(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class CloudLost(Event):
+    """The cloud connection dropped (or was refused) after it had been started."""
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RetryDue(Event):
     """The back-off before the next join / cloud attempt expired."""
 
@@ -143,6 +150,16 @@ class AccessPointUp(Effect):
     http_slots: bool = True
     #: the memory gate failed: DCT writes seem to work but are lost
     degraded: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ConnectCloud(Effect):
+    """Open the device-to-cloud connection (handshake, Hello); answer with CloudFinished."""
+
+
+@dataclass(frozen=True, slots=True)
+class DisconnectCloud(Effect):
+    """Close the device-to-cloud connection, if any."""
 
 
 @dataclass(frozen=True, slots=True)

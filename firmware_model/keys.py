@@ -89,6 +89,11 @@ class DeviceKey:
         )
 
     @property
+    def crypto_key(self) -> rsa.RSAPrivateKey:
+        """The ``cryptography`` key, for the device-to-cloud handshake (softap_sim)."""
+        return self._key
+
+    @property
     def bits(self) -> int:
         return self._n.bit_length()
 

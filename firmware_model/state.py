@@ -26,7 +26,10 @@ from firmware_model.events import (
     BootDone,
     CancelTimer,
     CloudFinished,
+    CloudLost,
     ConnectApRequested,
+    ConnectCloud,
+    DisconnectCloud,
     Effect,
     Event,
     JoinFinished,
@@ -123,6 +126,8 @@ TRANSITIONS: dict[tuple[DeviceState, type[Event]], tuple[DeviceState, ...]] = {
     (S.JOINING, JoinFinished): (S.CLOUD_CONNECTING, S.LISTENING, S.JOIN_RETRY, S.FAULTED),
     (S.JOIN_RETRY, RetryDue): (S.JOINING,),
     (S.CLOUD_CONNECTING, CloudFinished): (S.ONLINE, S.CLOUD_RETRY),
+    (S.CLOUD_CONNECTING, CloudLost): (S.CLOUD_RETRY,),
+    (S.ONLINE, CloudLost): (S.CLOUD_RETRY,),
     (S.CLOUD_RETRY, RetryDue): (S.CLOUD_CONNECTING,),
     **{(s, SetupButton): (s, S.LISTENING, S.FAULTED) for s in _NETWORK},
     **{(s, ListenRequested): (S.LISTENING, S.FAULTED) for s in _NETWORK},
@@ -190,6 +195,7 @@ class Lifecycle:
             JoinFinished: self._join_finished,
             RetryDue: self._retry_due,
             CloudFinished: self._cloud_finished,
+            CloudLost: self._cloud_lost,
             ResetDue: self._power_cycle,
         }
 
@@ -412,13 +418,24 @@ class Lifecycle:
         dev = self.device
         self.cloud_attempts += 1
         self._go(DeviceState.CLOUD_CONNECTING)
-        self._timer("cloud", dev.timing.cloud_s, CloudFinished(dev.cloud_reachable()))
+        if dev.cloud_link and dev.cloud_reachable():
+            # a real device-to-cloud connection: the host answers with CloudFinished
+            self._effects.append(ConnectCloud())
+        else:
+            self._timer("cloud", dev.timing.cloud_s, CloudFinished(dev.cloud_reachable()))
+
+    def _cloud_lost(self, _: Event) -> None:
+        self._effects.append(DisconnectCloud())
+        self._go(DeviceState.CLOUD_RETRY)
+        self._timer("retry", max(self.device.timing.retry_s, 1.0), RetryDue())
 
     def _cloud_finished(self, event: Event) -> None:
         assert isinstance(event, CloudFinished)
         if event.ok:
             self._go(DeviceState.ONLINE)
         else:
+            if self.device.cloud_link:
+                self._effects.append(DisconnectCloud())
             self._go(DeviceState.CLOUD_RETRY)
             self._timer("retry", max(self.device.timing.retry_s, 1.0), RetryDue())
 

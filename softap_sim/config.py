@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_model import DeviceIdentity, DeviceKey, RadioEnvironment, default_environment
+from firmware_model.app import UserApp
 from firmware_model.eras import FirmwareEra
 from firmware_model.memory import DEFAULT_GATE_BYTES, DEFAULT_HEAP_AFTER_BOOT_BYTES, GateMode
 from firmware_model.timing import FAST, TimingProfile
@@ -66,6 +67,12 @@ class SimConfig:
     scenario: str = ""
     #: RSA modulus of a newly generated device key (the Photon uses 1024)
     key_bits: int = 1024
+    #: the device-to-cloud endpoint (host, port) and the server's public key (PEM), as a
+    #: real device holds them in its DCT; without them the cloud is only simulated
+    cloud_endpoint: tuple[str, int] | None = None
+    server_public_key_pem: bytes | None = None
+    #: the user application's cloud functions and variables (default: firmware_model.app)
+    app: UserApp | None = None
     #: fixed identity / key for an in-memory device (``state_dir=None``), e.g. in tests
     identity: DeviceIdentity | None = None
     key: DeviceKey | None = None

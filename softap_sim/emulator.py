@@ -15,7 +15,7 @@ import functools
 import logging
 import random
 import socket
-from collections.abc import Callable, Coroutine, Iterable
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self
 
@@ -42,7 +42,15 @@ from firmware_model import (
     StateChanged,
 )
 from firmware_model.eras import ERAS
-from firmware_model.events import ConnectApRequested, PowerOn
+from firmware_model.events import (
+    CloudFinished,
+    CloudLost,
+    ConnectApRequested,
+    ConnectCloud,
+    DisconnectCloud,
+    PowerOn,
+)
+from softap_sim.cloud_client import DeviceCloudClient, load_server_key
 from softap_sim.config import SimConfig
 from softap_sim.control import Control
 from softap_sim.dispatch import CommandDispatcher
@@ -128,8 +136,14 @@ class DeviceEmulator:
         tcp_port: int = 0,
         http_port: int = 0,
         clock: Clock | None = None,
+        before_power_on: Callable[[DeviceEmulator], Awaitable[None]] | None = None,
     ) -> None:
         self.config = config or SimConfig()
+        #: runs after the device state is loaded and before power-on (e.g. to register
+        #: the device with a cloud before it can connect)
+        self._before_power_on = before_power_on
+        self._cloud_client: DeviceCloudClient | None = None
+        self._cloud_session = 0
         self.host = host
         self._clock = clock
         self._tcp_l = _Listener("TCP", host, tcp_port)
@@ -218,6 +232,8 @@ class DeviceEmulator:
             timing=cfg.timing,
             faults=plan,
             cloud_available=cfg.cloud_available,
+            app=cfg.app,
+            cloud_link=cfg.cloud_endpoint is not None and cfg.server_public_key_pem is not None,
         )
         self.scheduler = Scheduler(self._clock, loop)
         self._t0 = self.scheduler.now()
@@ -247,6 +263,8 @@ class DeviceEmulator:
         self._ap_queue = asyncio.Queue()
         self._ap_worker = loop.create_task(self._run_ap_queue())
         self._started = True
+        if self._before_power_on is not None:
+            await self._before_power_on(self)
         self.fire(PowerOn())
         await self.settle()
 
@@ -255,6 +273,11 @@ class DeviceEmulator:
         if not self._started:
             return
         self._started = False
+        self._disconnect_cloud()
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
         for handle in self._timers.values():
             handle.cancel()
         self._timers.clear()
@@ -323,6 +346,58 @@ class DeviceEmulator:
                 self._state_change(effect)
             elif isinstance(effect, DctChanged):
                 self._persist()
+            elif isinstance(effect, ConnectCloud):
+                self._connect_cloud()
+            elif isinstance(effect, DisconnectCloud):
+                self._disconnect_cloud()
+
+    # -- the device-to-cloud connection --------------------------------------------
+    def _connect_cloud(self) -> None:
+        cfg = self.config
+        assert cfg.cloud_endpoint is not None
+        assert cfg.server_public_key_pem is not None
+        assert self.scheduler is not None
+        self._disconnect_cloud()
+        self._cloud_session += 1
+        session = self._cloud_session
+        host, port = cfg.cloud_endpoint
+
+        def up() -> None:
+            if session == self._cloud_session and self.device.state is DeviceState.CLOUD_CONNECTING:
+                self.fire(CloudFinished(True))
+
+        def down(reason: str) -> None:
+            if session != self._cloud_session or not self._started:
+                return
+            state = self.device.state
+            if state is DeviceState.CLOUD_CONNECTING:
+                self.fire(CloudFinished(False))
+            elif state is DeviceState.ONLINE:
+                self.fire(CloudLost(reason))
+
+        scheduler = self.scheduler
+        client = DeviceCloudClient(
+            self.device,
+            host,
+            port,
+            load_server_key(cfg.server_public_key_pem),
+            on_up=up,
+            on_down=down,
+            apply=self._apply,
+            call_later=lambda delay, fn: scheduler.call_later(delay, fn),
+        )
+        self._cloud_client = client
+        self._spawn(client.run())
+
+    def _disconnect_cloud(self) -> None:
+        client, self._cloud_client = self._cloud_client, None
+        if client is not None:
+            self._cloud_session += 1  # its callbacks are stale from now on
+            client.close()
+
+    @property
+    def cloud_client(self) -> DeviceCloudClient | None:
+        return self._cloud_client
 
     def _on_command_effect(self, effect: Effect) -> None:
         if isinstance(effect, DctChanged):

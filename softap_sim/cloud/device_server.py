@@ -243,7 +243,7 @@ class _Session:
         except (ChannelError, CoapError) as err:
             end = _SessionEnd(f"protocol error: {err}")
         except (ConnectionError, OSError) as err:
-            end = _SessionEnd(f"connection lost: {err.__class__.__name__}", warn=False)
+            end = _SessionEnd(f"connection lost: {err.__class__.__name__}")
         except asyncio.CancelledError:
             end = _SessionEnd("server closing", warn=False)
             raise

@@ -7,20 +7,49 @@ to a 0600 file), registers devices and serves the REST API.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
 from softap_sim.cloud import auth, devices
 from softap_sim.cloud.app import CloudServer
 from softap_sim.cloud.core import Cloud
 from softap_sim.cloud.db import Database
+from softap_sim.cloud.device_server import DeviceServer
+from softap_sim.errors import StateError
 from softap_sim.state import atomic_write
 
 DB_FILE = "cloud.sqlite3"
 CREDENTIALS_FILE = "cloud-credentials.json"
+SERVER_KEY_FILE = "cloud-server-key.pem"
+DEFAULT_DEVICE_PORT = 5683
+
+
+def load_or_create_server_key(path: Path | None) -> rsa.RSAPrivateKey:
+    """The cloud's RSA-2048 key (cloud-api.md §8.1), kept in the state directory (0600)."""
+    if path is not None and path.exists():
+        try:
+            key = serialization.load_pem_private_key(path.read_bytes(), password=None)
+        except (ValueError, TypeError, OSError) as err:
+            raise StateError(f"{path} is not a usable server key ({err}); move it away") from None
+        if not isinstance(key, rsa.RSAPrivateKey):
+            raise StateError(f"{path} must hold an RSA private key")
+        return key
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    if path is not None:
+        pem = key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        atomic_write(path, pem, 0o600)
+    return key
 
 
 class CloudService:
@@ -29,6 +58,8 @@ class CloudService:
         self.db = Database(state_dir / DB_FILE if state_dir is not None else None)
         self.cloud = Cloud(self.db, now=now)
         self.server: CloudServer | None = None
+        self.device_server: DeviceServer | None = None
+        self.server_key: rsa.RSAPrivateKey | None = None
         #: plain credentials, only on the start that created them
         self.created_credentials: dict[str, Any] | None = None
 
@@ -46,6 +77,25 @@ class CloudService:
             if path is not None:
                 data = json.dumps(created, indent=2, sort_keys=True).encode() + b"\n"
                 atomic_write(path, data, 0o600)
+
+    @property
+    def server_public_key_pem(self) -> bytes:
+        assert self.server_key is not None
+        return self.server_key.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+
+    async def serve_devices(
+        self, host: str = "127.0.0.1", port: int = DEFAULT_DEVICE_PORT
+    ) -> DeviceServer:
+        """The device endpoint (TCP 5683); REST function calls now reach devices."""
+        path = self.state_dir / SERVER_KEY_FILE if self.state_dir is not None else None
+        self.server_key = await asyncio.to_thread(load_or_create_server_key, path)
+        server = DeviceServer(self.cloud, self.server_key, host, port)
+        await server.start()
+        self.device_server = server
+        self.cloud.link = server
+        return server
 
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False
@@ -75,6 +125,9 @@ class CloudService:
         )
 
     async def close(self) -> None:
+        if self.device_server is not None:
+            await self.device_server.close()
+            self.device_server = None
         if self.server is not None:
             await self.server.close()
             self.server = None

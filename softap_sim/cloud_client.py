@@ -1,0 +1,257 @@
+"""The emulated device's side of the cloud connection (TCP 5683, cloud-api.md §8).
+
+Started by the emulator on the model's ``ConnectCloud`` effect: handshake with the
+server's RSA-2048 public key (as held in the device's DCT), Hello both ways, then what
+``Spark_Handshake`` does right after a full handshake — publish the claim code if one is
+stored, the ident/hardware events, subscribe to ``spark`` and ``particle`` — and from
+then on answer Describe, function calls, variable reads and pings. A claim confirmation
+(any ``spark/device/claim/*`` event) clears the code and sets claimed, through the model.
+Any protocol error ends the session once and is reported to the model (blinking cyan,
+retry with back-off).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import struct
+from collections.abc import Callable
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+from firmware_model import Device, Effect
+from softap_sim.protocol import coap
+from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option
+from softap_sim.protocol.lightssl import Channel, ChannelError, DeviceHandshake
+
+log = logging.getLogger(__name__)
+
+PLATFORM_ID = 6  # Photon
+HELLO_FLAGS = 0
+CONNECT_TIMEOUT_S = 10.0
+#: max_binary / ota_chunk_size the firmware reports (TCP, Photon)
+SYSTEM_EVENTS = (
+    ("spark/device/ident/0", b""),
+    ("spark/hardware/max_binary", b"393216"),
+    ("spark/hardware/ota_chunk_size", b"512"),
+)
+
+
+def load_server_key(pem: bytes) -> rsa.RSAPublicKey:
+    key = serialization.load_pem_public_key(pem)
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise ValueError("the server key must be an RSA public key")
+    return key
+
+
+class DeviceCloudClient:
+    """One device-to-cloud session; ``on_up``/``on_down`` report to the emulator."""
+
+    def __init__(
+        self,
+        device: Device,
+        host: str,
+        port: int,
+        server_key: rsa.RSAPublicKey,
+        *,
+        on_up: Callable[[], None],
+        on_down: Callable[[str], None],
+        apply: Callable[[list[Effect]], None],
+        call_later: Callable[[float, Callable[[], None]], object],
+    ) -> None:
+        self.device = device
+        self.host = host
+        self.port = port
+        self._server_key = server_key
+        self._on_up = on_up
+        self._on_down = on_down
+        self._apply = apply
+        self._call_later = call_later
+        self._writer: asyncio.StreamWriter | None = None
+        self._channel: Channel | None = None
+        self._mid = 0
+        self._token = 0
+        self.up = False
+        self.events_sent: list[str] = []
+
+    # -- outgoing -------------------------------------------------------------------
+    def _next_mid(self) -> int:
+        self._mid = (self._mid + 1) & 0xFFFF
+        return self._mid
+
+    def _next_token(self) -> bytes:
+        self._token = (self._token + 1) & 0xFF
+        return bytes([self._token])
+
+    def _send(self, msg: CoapMessage) -> None:
+        if self._writer is None or self._channel is None or self._writer.is_closing():
+            return
+        self._writer.write(self._channel.encrypt(coap.encode(msg)))
+
+    def publish(self, name: str, data: bytes, *, private: bool = True, ttl: int = 60) -> None:
+        """POST ``E``/``e`` with the whole name as one Uri-Path option; Max-Age if ttl != 60."""
+        options: list[tuple[int, bytes]] = [
+            (Option.URI_PATH, b"E" if private else b"e"),
+            (Option.URI_PATH, name.encode()),
+        ]
+        if ttl != 60:
+            options.append((Option.MAX_AGE, ttl.to_bytes((ttl.bit_length() + 7) // 8 or 1, "big")))
+        self._send(CoapMessage(CoapType.CON, Code.POST, self._next_mid(), b"", options, data))
+        self.events_sent.append(name)
+
+    def _subscribe(self, prefix: str) -> None:
+        self._send(
+            CoapMessage(
+                CoapType.CON,
+                Code.GET,
+                self._next_mid(),
+                b"",
+                [
+                    (Option.URI_PATH, b"e"),
+                    (Option.URI_PATH, prefix.encode()),
+                    (Option.URI_QUERY, b"u"),
+                ],
+            )
+        )
+
+    # -- the session ----------------------------------------------------------------
+    async def run(self) -> None:
+        reason = "closed"
+        try:
+            reason = await self._session()
+        except (OSError, ChannelError, coap.CoapError, asyncio.IncompleteReadError) as err:
+            reason = f"{type(err).__name__}: {err}"
+        except TimeoutError:
+            reason = "timed out"
+        finally:
+            if self._writer is not None:
+                self._writer.close()
+                with contextlib.suppress(Exception):
+                    await self._writer.wait_closed()
+            self._writer = None
+        if reason:
+            log.warning("cloud connection ended: %s", reason)
+        self._on_down(reason)
+
+    async def _session(self) -> str:
+        reader, writer = await asyncio.wait_for(
+            asyncio.open_connection(self.host, self.port), CONNECT_TIMEOUT_S
+        )
+        self._writer = writer
+        identity = self.device.dct.identity
+        hs = DeviceHandshake(self.device.key.crypto_key, self._server_key, identity.device_id)
+        while hs.session is None:
+            data = await asyncio.wait_for(reader.read(4096), CONNECT_TIMEOUT_S)
+            if not data:
+                return "the server closed the connection during the handshake"
+            out = hs.receive_data(data)
+            if out:
+                writer.write(out)
+        channel = Channel(hs.session)
+        self._channel = channel
+        self._mid = int.from_bytes(channel.salt[:2], "big")
+        hello = struct.pack(">HHBBH", PLATFORM_ID, 0, 0, HELLO_FLAGS, PLATFORM_ID)
+        self._send(
+            CoapMessage(
+                CoapType.CON, Code.POST, self._next_mid(), b"", [(Option.URI_PATH, b"h")], hello
+            )
+        )
+        got_hello = False
+        while True:
+            data = await (
+                asyncio.wait_for(reader.read(4096), CONNECT_TIMEOUT_S)
+                if not got_hello
+                else reader.read(4096)
+            )
+            if not data:
+                return "the server closed the connection"
+            for plain in channel.receive_data(data):
+                msg = coap.decode(plain)
+                if not got_hello and msg.code == Code.POST and msg.uri_path[:1] == [b"h"]:
+                    got_hello = True
+                    if msg.type is CoapType.CON:
+                        self._ack(msg)
+                    self._after_handshake()
+                else:
+                    self._handle(msg)
+
+    def _after_handshake(self) -> None:
+        """``Spark_Handshake``: claim code, system events, subscriptions, time."""
+        self.up = True
+        self._on_up()
+        code = self.device.claim_code_to_publish()
+        if code is not None:
+            self.publish("spark/device/claim/code", code)
+        for name, data in SYSTEM_EVENTS:
+            self.publish(name, data)
+        self._subscribe("spark")
+        self._subscribe("particle")
+        self._send(
+            CoapMessage(
+                CoapType.CON,
+                Code.GET,
+                self._next_mid(),
+                self._next_token(),
+                [(Option.URI_PATH, b"t")],
+            )
+        )
+
+    def _ack(self, msg: CoapMessage, code: int = Code.EMPTY, payload: bytes = b"") -> None:
+        token = msg.token if code != Code.EMPTY else b""
+        self._send(CoapMessage(CoapType.ACK, code, msg.message_id, token, [], payload))
+
+    def _handle(self, msg: CoapMessage) -> None:
+        path = msg.uri_path
+        if msg.type is CoapType.ACK or msg.type is CoapType.RST:
+            return  # acks of our events, subscriptions and the time reply
+        if msg.code == Code.EMPTY:  # ping
+            self._ack(msg)
+            return
+        head = path[0] if path else b""
+        if msg.code == Code.POST and head in (b"E", b"e") and len(path) >= 2:
+            if msg.type is CoapType.CON:
+                self._ack(msg)
+            self._apply(self.device.receive_cloud_event(path[1].decode("utf-8", "replace")))
+        elif msg.code == Code.GET and head == b"d":
+            self._ack(msg, Code.CONTENT, self.device.app.describe())
+        elif msg.code == Code.POST and head == b"f" and len(path) >= 2:
+            self._function(msg, path[1].decode("utf-8", "replace"))
+        elif msg.code == Code.GET and head == b"v" and len(path) >= 2:
+            spec = self.device.app.variables.get(path[1].decode("utf-8", "replace"))
+            if spec is None:
+                self._ack(msg, Code.NOT_FOUND)
+            else:
+                self._ack(msg, Code.CONTENT, spec.encode())
+        elif msg.type is CoapType.CON:
+            self._ack(msg, Code.NOT_FOUND)
+
+    def _function(self, msg: CoapMessage, name: str) -> None:
+        spec = self.device.app.functions.get(name)
+        if spec is None:
+            self._ack(msg, Code.NOT_FOUND)
+            return
+        if spec.hang:
+            return
+        arg = b"".join(msg.uri_query).decode("utf-8", "replace")
+        result = struct.pack(">i", spec.call(arg))
+        if spec.delay_s > 0:
+            # a slow function: a separate reply with the request's token, later
+            self._ack(msg)
+            reply = CoapMessage(CoapType.NON, Code.CHANGED, self._next_mid(), msg.token, [], result)
+            self._call_later(spec.delay_s, lambda: self._send(reply))
+        else:
+            self._ack(msg, Code.CHANGED, result)
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+
+    @property
+    def describe(self) -> dict[str, Any]:
+        return {
+            "functions": sorted(self.device.app.functions),
+            "variables": sorted(self.device.app.variables),
+        }
