@@ -110,6 +110,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     net.add_argument("--cloud-host", default="127.0.0.1", help="address of the cloud API")
     net.add_argument(
+        "--cloud-device-port",
+        type=_port,
+        default=5683,
+        help="the cloud's device endpoint (the Photon protocol, TCP 5683); 0 picks a free one",
+    )
+    net.add_argument(
         "--cloud-public",
         action="store_true",
         help="allow a non-loopback --cloud-host (tokens become reachable from the network)",
@@ -324,7 +330,7 @@ def _banner(
             f"  control    {control_url}   e.g.  softap-sim ctl --control {control_url} state"
         )
     if cloud_url:
-        lines.append(f"  cloud      {cloud_url}   (Particle REST subset; particle-api-js baseUrl)")
+        lines.append(f"  cloud      {cloud_url}")
     heap = dev.heap
     lines += [
         f"  memory     {heap.free_bytes} B free, app {heap.app_ram_bytes} B, gate "
@@ -379,26 +385,50 @@ class LedDisplay:
 
 async def _run(args: argparse.Namespace) -> int:
     config = build_config(args)
-    emu = DeviceEmulator(config, host=args.host, tcp_port=args.tcp_port, http_port=args.http_port)
-    emu.on_state_change.append(LedDisplay())
-    try:
-        await emu.start()
-    except OSError as err:
-        if err.errno == errno.EADDRINUSE:
-            raise SimulatorError(
-                f"a port is already in use on {args.host} (TCP {args.tcp_port} or HTTP "
-                f"{args.http_port}); stop the other program or pass --tcp-port/--http-port "
-                "(0 picks a free port)"
-            ) from None
-        if err.errno == errno.EACCES:
-            raise SimulatorError(
-                f"permission denied binding {args.host} port {args.tcp_port} or "
-                f"{args.http_port}; ports below 1024 need privileges, use e.g. --http-port 8080"
-            ) from None
-        raise SimulatorError(f"cannot listen on {args.host}: {err.strerror or err}") from None
-    control = None
     cloud = None
+    if not args.no_cloud:
+        # the cloud first: the device holds its address and public key (as in its DCT)
+        cloud = await _start_cloud(args, config.state_dir)
+        assert cloud.device_server is not None
+        config = dataclasses.replace(
+            config,
+            cloud_endpoint=(args.cloud_host, cloud.device_server.port),
+            server_public_key_pem=cloud.server_public_key_pem,
+        )
+
+    async def register(emulator: DeviceEmulator) -> None:
+        if cloud is not None:
+            device = emulator.device
+            await cloud.register_device(
+                device.dct.identity.device_id_hex, device.key.public_key_pem.decode("ascii")
+            )
+
+    emu = DeviceEmulator(
+        config,
+        host=args.host,
+        tcp_port=args.tcp_port,
+        http_port=args.http_port,
+        before_power_on=register,
+    )
+    emu.on_state_change.append(LedDisplay())
+    control = None
     try:
+        try:
+            await emu.start()
+        except OSError as err:
+            if err.errno == errno.EADDRINUSE:
+                raise SimulatorError(
+                    f"a port is already in use on {args.host} (TCP {args.tcp_port} or HTTP "
+                    f"{args.http_port}); stop the other program or pass --tcp-port/--http-port "
+                    "(0 picks a free port)"
+                ) from None
+            if err.errno == errno.EACCES:
+                raise SimulatorError(
+                    f"permission denied binding {args.host} port {args.tcp_port} or "
+                    f"{args.http_port}; ports below 1024 need privileges, use e.g. "
+                    "--http-port 8080"
+                ) from None
+            raise SimulatorError(f"cannot listen on {args.host}: {err.strerror or err}") from None
         if not args.no_control:
             from softap_sim.control_api import start_control_api
 
@@ -410,10 +440,8 @@ async def _run(args: argparse.Namespace) -> int:
                     f"({err.strerror or err}); pass --control-port 0 or --no-control"
                 ) from None
         cloud_line = None
-        if not args.no_cloud:
-            cloud = await _start_cloud(args, emu)
-            assert cloud.server is not None
-            cloud_line = cloud.server.url
+        if cloud is not None and cloud.server is not None and cloud.device_server is not None:
+            cloud_line = f"{cloud.server.url}  (devices: TCP {cloud.device_server.port})"
         # handlers first: a supervisor may signal as soon as it reads "Press Ctrl-C"
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
@@ -431,35 +459,33 @@ async def _run(args: argparse.Namespace) -> int:
     finally:
         if control is not None:
             await control.close()
+        await emu.close()
         if cloud is not None:
             await cloud.close()
-        await emu.close()
     emu.check()
     print("stopped", flush=True)
     return 0
 
 
-async def _start_cloud(args: argparse.Namespace, emu: DeviceEmulator) -> Any:
-    """The embedded cloud next to the device, with the device in its registry."""
+async def _start_cloud(args: argparse.Namespace, state_dir: Path | None) -> Any:
+    """The embedded cloud: REST API and the device endpoint (TCP 5683)."""
     from softap_sim.cloud.service import CloudService
 
-    service = CloudService(emu.config.state_dir)
+    service = CloudService(state_dir)
     await service.open()
     try:
         await service.serve(args.cloud_host, args.cloud_port, allow_remote=args.cloud_public)
+        await service.serve_devices(args.cloud_host, args.cloud_device_port)
     except ValueError as err:
         await service.close()
         raise SimulatorError(str(err)) from None
     except OSError as err:
         await service.close()
         raise SimulatorError(
-            f"cannot start the cloud on {args.cloud_host}:{args.cloud_port} "
-            f"({err.strerror or err}); pass --cloud-port 0 or --no-cloud"
+            f"cannot start the cloud on {args.cloud_host} (REST {args.cloud_port}, devices "
+            f"{args.cloud_device_port}): {err.strerror or err}; pass --cloud-port 0 "
+            "--cloud-device-port 0, or --no-cloud"
         ) from None
-    device = emu.device
-    await service.register_device(
-        device.dct.identity.device_id_hex.lower(), device.key.public_key_pem.decode("ascii")
-    )
     return service
 
 

@@ -127,6 +127,8 @@ def test_run_serves_and_stops_on_sigterm(tmp_path: Path) -> None:
             "0",
             "--cloud-port",
             "0",
+            "--cloud-device-port",
+            "0",
             "--networks",
             str(nets),
         ],

@@ -114,6 +114,8 @@ def _start_run(tmp_path: Path) -> tuple[subprocess.Popen[str], str]:
             "0",
             "--cloud-port",
             "0",
+            "--cloud-device-port",
+            "0",
         ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
