@@ -86,6 +86,21 @@ class Control:
             "claim_code_set": bool(dev.dct.claim_code),
             "claimed": dev.dct.claimed,
             "last_join": None if life.last_join is None else life.last_join.outcome.value,
+            "cloud": {
+                "link": dev.cloud_link,
+                "endpoint": (
+                    f"{emu.config.cloud_endpoint[0]}:{emu.config.cloud_endpoint[1]}"
+                    if emu.config.cloud_endpoint
+                    else None
+                ),
+                "connected": emu.cloud_client is not None and emu.cloud_client.up,
+                "attempts": life.cloud_attempts,
+                "reachable": dev.cloud_available,
+            },
+            "app": {
+                "functions": sorted(dev.app.functions),
+                "variables": {n: v.type for n, v in sorted(dev.app.variables.items())},
+            },
             "join_attempts": life.join_attempts,
             "timing": dev.timing.to_json(),
             "faults": dev.faults.to_json(),

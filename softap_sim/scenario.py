@@ -46,6 +46,13 @@ Schema::
     password = "correct horse battery staple"
     channel = 1
 
+    [app.functions.lightsOn]       # the user firmware's cloud functions (int fn(String))
+    returns = 1                    # the return value; mode = "length" returns len(arg)
+    delay_s = 0.0                  # a slow function; hang = true never answers (408)
+    [app.variables.temperature]    # and variables: type int32 | double | bool | string
+    type = "double"
+    value = 21.5
+
     [[fault]]                      # zero or more; the fields of
     kind = "join"                  # firmware_model.faults.Fault.from_mapping:
     outcome = "bad_password"       # kind, command, transport, skip, times, delay_ms,
@@ -68,6 +75,7 @@ from pathlib import Path
 from typing import Any
 
 from firmware_model import Fault, GateMode, RadioEnvironment
+from firmware_model.app import UserApp
 from firmware_model.eras import FirmwareEra
 from firmware_model.identity import MAX_SSID_PREFIX_LEN
 from firmware_model.scan_packs import PACKS, scan_pack
@@ -88,6 +96,7 @@ TOP_LEVEL_KEYS = (
     "timing",
     "radio",
     "fault",
+    "app",
 )
 TEXT_KEYS = ("description", "pain_point", "expect")
 DEVICE_KEYS = ("firmware", "ssid_prefix", "seed", "key_bits", "cloud_available")
@@ -209,7 +218,7 @@ def _parse(data: Mapping[str, Any], source: str, default_name: str) -> Scenario:
             raise _Bad(f"'{key}' is required: a non-empty string")
         texts[key] = _one_line(value)
     settings: dict[str, Any] = {}
-    for key in ("device", "memory", "timing", "radio"):
+    for key in ("device", "memory", "timing", "radio", "app"):
         if key in data:
             if not isinstance(data[key], dict):
                 raise _Bad(f"'{key}' must be a table: [{key}]")
@@ -240,6 +249,13 @@ def _changes(settings: Mapping[str, Any], base: SimConfig) -> dict[str, Any]:
         changes["radio"] = _radio(settings["radio"])
     if "fault" in settings:
         changes["faults"] = _faults(settings["fault"])
+    if "app" in settings:
+        if not isinstance(settings["app"], Mapping):
+            raise _Bad("[app] must be a table")
+        try:
+            changes["app"] = UserApp.from_mapping(settings["app"])
+        except ValueError as err:
+            raise _Bad(f"[app] {err}") from None
     return changes
 
 

@@ -18,6 +18,7 @@ Not run end to end: ``realistic`` promises no failure (and needs ~15 s of real t
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import hashlib
 import importlib.util
 import json
@@ -39,7 +40,11 @@ from firmware_model import (
     FirmwareEra,
     GateMode,
     ManualClock,
+    RadioEnvironment,
+    Secret,
+    WifiCredential,
 )
+from firmware_model import security as sec
 from firmware_model.events import ApTornDown, JoinFinished, ListeningTimedOut
 from firmware_model.scan_packs import scan_pack
 from firmware_model.timing import REALISTIC
@@ -55,6 +60,7 @@ DRIVER = CLIENTS_DIR / "scenario_driver.js"
 
 #: every scenario the package ships (a new file must be added here and get a test)
 SHIPPED = {
+    "slow-function",
     "ap-not-found",
     "ap-stays-up",
     "cloud-unreachable",
@@ -1100,3 +1106,53 @@ async def test_scan_quotes_is_invalid_json(
         ok(report, "deviceInfo")
         assert emu.device.state is DeviceState.LISTENING
         emu.check()
+
+
+# -- user firmware: slow and stuck functions (needs the cloud's device link) -------------
+
+
+@pytest.mark.asyncio
+async def test_slow_function_waits_and_stuck_function_times_out(device_key: DeviceKey) -> None:
+    """``slow-function``: lightsOn answers after 3 s of model time; stuck never does."""
+    from softap_sim.cloud.errors import DeviceTimeout
+    from softap_sim.cloud.service import CloudService
+
+    service = CloudService(None)
+    await service.open()
+    try:
+        await service.serve_devices("127.0.0.1", 0)
+        assert service.device_server is not None
+        server = service.device_server
+
+        async def register(e: DeviceEmulator) -> None:
+            await service.register_device(
+                e.device.dct.identity.device_id_hex, e.device.key.public_key_pem.decode()
+            )
+
+        config = dataclasses.replace(
+            load_scenario("slow-function").apply(SimConfig(key=device_key)),
+            radio=RadioEnvironment.from_list(
+                [{"ssid": "HomeNet", "security": "wpa2_aes", "password": "home-wifi-pw"}]
+            ),
+            cloud_endpoint=("127.0.0.1", server.port),
+            server_public_key_pem=service.server_public_key_pem,
+        )
+        async with DeviceEmulator(config, clock=ManualClock(), before_power_on=register) as emu:
+            emu.device.dct.credentials.add(
+                WifiCredential(b"HomeNet", Secret(b"home-wifi-pw"), sec.WPA2_AES_PSK, 6)
+            )
+            emu.control.press_button(0.5)  # leave listening mode: join, connect
+            await emu.wait_for_state(DeviceState.ONLINE)
+            device_id = emu.device.dct.identity.device_id_hex.lower()
+            await server.wait_ready(device_id)
+            call = asyncio.ensure_future(server.call_function(device_id, "lightsOn", "x", 10.0))
+            done, _ = await asyncio.wait({call}, timeout=0.2)
+            assert not done  # the function is still running on the device
+            await emu.advance(3.0)
+            assert await asyncio.wait_for(call, 5) == 1
+            with pytest.raises(DeviceTimeout):
+                await server.call_function(device_id, "stuck", "", 0.3)
+            assert await server.get_variable(device_id, "temperature", 5) == 21.5
+            emu.check()
+    finally:
+        await service.close()
