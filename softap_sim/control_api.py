@@ -34,7 +34,6 @@ The API has no authentication: it binds to loopback by default and warns otherwi
 from __future__ import annotations
 
 import asyncio
-import ipaddress
 import json
 import logging
 import socket
@@ -48,6 +47,7 @@ from firmware_model import GateMode, InvalidTransition
 from firmware_model.scan_packs import PACKS
 from softap_sim.control import Control, ControlError, NotFoundError
 from softap_sim.errors import LifecycleError
+from softap_sim.net import is_loopback
 from softap_sim.transcript import mask_claim_code
 
 if TYPE_CHECKING:
@@ -428,15 +428,6 @@ def create_app(emu: DeviceEmulator) -> web.Application:
 
 
 # -- the server ----------------------------------------------------------------------
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
 class ControlServer:
     """A running control API; ``url`` is what ``softap-sim ctl --control`` takes."""
 

@@ -7,7 +7,6 @@ server that binds to loopback unless told otherwise.
 
 from __future__ import annotations
 
-import ipaddress
 import logging
 import socket
 from collections.abc import Awaitable, Callable
@@ -19,6 +18,7 @@ from aiohttp import web
 from softap_sim.cloud import auth, devices
 from softap_sim.cloud.core import CLOUD_KEY, Cloud, error_response
 from softap_sim.cloud.errors import CloudError
+from softap_sim.net import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -58,15 +58,6 @@ def make_app(cloud: Cloud) -> web.Application:
         app.router.add_route(method, path, handler)
     app.on_shutdown.append(devices.on_shutdown)  # end open event streams promptly
     return app
-
-
-def is_loopback(host: str) -> bool:
-    if host == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
 
 
 class CloudServer:
