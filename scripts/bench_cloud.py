@@ -56,6 +56,9 @@ Benchmarks are not tests: the exit status is 0 whatever the numbers unless
 KDF-free operations below ``--min-ratio``, or a loop lag above ``--max-lag-ms`` on our
 server). 2 means set-up failed, 3 that requests failed under load.
 
+The device link (TCP 5683: full handshakes/s, and connect-ap → claimed with N emulated
+devices at once) is measured by ``scripts/bench_claim.py``.
+
 Examples::
 
     python scripts/bench_cloud.py

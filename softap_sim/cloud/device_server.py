@@ -689,7 +689,11 @@ class DeviceServer:
     async def start(self) -> None:
         if self._server is not None:
             return
-        self._server = await asyncio.start_server(self._on_connection, self.host, self.port)
+        # a fleet connecting at once must not overflow the accept queue (SYN drops push
+        # devices into kernel retransmit back-off)
+        self._server = await asyncio.start_server(
+            self._on_connection, self.host, self.port, backlog=1024
+        )
         self.port = int(self._server.sockets[0].getsockname()[1])
         log.info("device server: listening on %s:%d", self.host, self.port)
 

@@ -22,6 +22,7 @@ from collections.abc import Callable
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
+from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
 NONCE_BYTES = 40
@@ -36,14 +37,15 @@ class ChannelError(Exception):
 
 
 def _rsa_raw_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-    """PKCS#1 type-1 padding of ``data`` (no DigestInfo) and the raw private operation."""
-    n = key.private_numbers().public_numbers.n
-    k = (n.bit_length() + 7) // 8
+    """PKCS#1 type-1 padding of ``data`` without a DigestInfo, and the private operation.
+
+    spark-protocol's ``privateEncrypt``; OpenSSL does it (``NoDigestInfo``): a pure-Python
+    modular power over the 2048-bit exponent would cost ~18 ms and hold the GIL.
+    """
+    k = (key.key_size + 7) // 8
     if len(data) > k - 11:
         raise ChannelError("data too long to sign")
-    em = b"\x00\x01" + b"\xff" * (k - 3 - len(data)) + b"\x00" + data
-    d = key.private_numbers().d
-    return pow(int.from_bytes(em, "big"), d, n).to_bytes(k, "big")
+    return key.sign(data, padding.PKCS1v15(), NoDigestInfo())
 
 
 class ServerHandshake:
