@@ -18,10 +18,11 @@ from typing import Any, ClassVar
 from firmware_model import GateMode, StateChanged
 from firmware_model.eras import FirmwareEra
 from firmware_model.timing import PROFILES, timing_profile
-from softap_sim import __version__, argtypes, cloud_cli, ctl, replay
+from softap_sim import __version__, argtypes, cloud_cli, ctl, discover, replay
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError, SimulatorError
+from softap_sim.registry import DeviceRegistry
 
 log = logging.getLogger("softap_sim.cli")
 
@@ -121,6 +122,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback --cloud-host (tokens become reachable from the network)",
     )
     net.add_argument("--no-cloud", action="store_true", help="do not start the embedded cloud")
+    net.add_argument(
+        "--advertise",
+        action="store_true",
+        help="publish DNS-SD records (_particle-softap._tcp while listening, "
+        "_particle-device._tcp after a join); a real Photon advertises nothing",
+    )
+    net.add_argument(
+        "--advertise-interface",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="answer mDNS on the interface with this address (repeatable; default: the "
+        "--host address, all interfaces if that is 0.0.0.0)",
+    )
     dev = run.add_argument_group("device")
     dev.add_argument(
         "--scenario",
@@ -248,6 +263,7 @@ def build_parser() -> argparse.ArgumentParser:
     scen.set_defaults(func=_cmd_scenarios)
 
     ctl.add_parser(sub)
+    discover.add_parser(sub)
     replay.add_parser(sub)
     cloud_cli.add_parser(sub)
     return parser
@@ -411,7 +427,10 @@ async def _run(args: argparse.Namespace) -> int:
         before_power_on=register,
     )
     emu.on_state_change.append(LedDisplay())
+    registry = DeviceRegistry()
+    registry.add(emu)
     control = None
+    advertiser = None
     try:
         try:
             await emu.start()
@@ -433,12 +452,24 @@ async def _run(args: argparse.Namespace) -> int:
             from softap_sim.control_api import start_control_api
 
             try:
-                control = await start_control_api(emu, "127.0.0.1", args.control_port)
+                control = await start_control_api(
+                    emu, "127.0.0.1", args.control_port, registry=registry
+                )
+                registry.add(emu, control_url=control.url)
             except OSError as err:
                 raise SimulatorError(
                     f"cannot start the control API on 127.0.0.1:{args.control_port} "
                     f"({err.strerror or err}); pass --control-port 0 or --no-control"
                 ) from None
+        if args.advertise:
+            from softap_sim.transports.mdns import Advertiser
+
+            advertiser = Advertiser(
+                emu,
+                interfaces=args.advertise_interface or None,
+                control_url=control.url if control else None,
+            )
+            await advertiser.start()
         cloud_line = None
         if cloud is not None and cloud.server is not None and cloud.device_server is not None:
             cloud_line = f"{cloud.server.url}  (devices: TCP {cloud.device_server.port})"
@@ -457,6 +488,8 @@ async def _run(args: argparse.Namespace) -> int:
         print(press, flush=True)
         await stop.wait()
     finally:
+        if advertiser is not None:
+            await advertiser.close()  # goodbye packets before the device goes away
         if control is not None:
             await control.close()
         await emu.close()
@@ -557,6 +590,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "ctl":
             return int(args.ctl_func(args))
+        if args.command == "discover":
+            return int(args.discover_func(args))
         if args.command == "replay":
             return int(args.replay_func(args))
         if args.command == "cloud":

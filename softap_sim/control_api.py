@@ -21,6 +21,8 @@ application/json``; an empty body counts as ``{}``)::
     DELETE /v1/faults/{id}            -> snapshot (404 for an unknown id)
     DELETE /v1/faults                 -> snapshot
     GET    /v1/transcript?since=N     the transcript records after sequence number N
+    GET    /v1/devices                every device of the registry (softap_sim.registry)
+    GET    /v1/devices/{id}           one of them
 
 State-changing routes answer with the snapshot taken after the emulator carried the
 change out (listeners opened or closed). Every error is JSON ``{"error": code,
@@ -48,6 +50,8 @@ from firmware_model.scan_packs import PACKS
 from softap_sim.control import Control, ControlError, NotFoundError
 from softap_sim.errors import LifecycleError
 from softap_sim.net import is_loopback
+from softap_sim.registry import REGISTRY, DeviceRegistry
+from softap_sim.registry import ROUTES as REGISTRY_ROUTES
 from softap_sim.transcript import mask_claim_code
 
 if TYPE_CHECKING:
@@ -360,6 +364,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("DELETE", "/v1/faults", delete_faults),
     ("DELETE", "/v1/faults/{id" + _ID_PATTERN + "}", delete_fault),
     ("GET", "/v1/transcript", get_transcript),
+    *REGISTRY_ROUTES,  # GET /v1/devices, GET /v1/devices/{id}
 )
 
 _CODES = {
@@ -419,10 +424,11 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     return _error(request, api, headers)
 
 
-def create_app(emu: DeviceEmulator) -> web.Application:
+def create_app(emu: DeviceEmulator, registry: DeviceRegistry | None = None) -> web.Application:
     """The aiohttp application serving ``emu.control`` (see the module docstring)."""
     app = web.Application(middlewares=[_json_errors], client_max_size=MAX_BODY_BYTES)
     app[EMULATOR] = emu
+    app[REGISTRY] = registry if registry is not None else DeviceRegistry.of(emu)
     app.router.add_routes([web.route(method, path, handler) for method, path, handler in ROUTES])
     return app
 
@@ -478,7 +484,11 @@ async def _bind(host: str, port: int) -> socket.socket:
 
 
 async def start_control_api(
-    emu: DeviceEmulator, host: str = "127.0.0.1", port: int = 0
+    emu: DeviceEmulator,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    registry: DeviceRegistry | None = None,
 ) -> ControlServer:
     """Serve ``emu.control`` on ``host:port`` (0 picks a free port).
 
@@ -492,7 +502,7 @@ async def start_control_api(
             host or "all interfaces",
         )
     sock = await _bind(host, port)
-    runner = web.AppRunner(create_app(emu), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(create_app(emu, registry), access_log=None, shutdown_timeout=1.0)
     try:
         await runner.setup()
         site = web.SockSite(runner, sock)

@@ -172,6 +172,10 @@ class DeviceEmulator:
         self.setup_complete = asyncio.Event()
         #: callbacks for every lifecycle change (the CLI's LED display uses this)
         self.on_state_change: list[Callable[[StateChanged, float], None]] = []
+        #: callbacks after every change of the stored DCT (claimed, claim code, networks)
+        self.on_dct_change: list[Callable[[], None]] = []
+        #: callbacks after the access point came up (True) or went down (False)
+        self.on_access_point_change: list[Callable[[bool], None]] = []
         #: accepted connections per transport since the AP last came up
         self.accepted: dict[str, int] = {"tcp": 0, "http": 0}
 
@@ -418,6 +422,18 @@ class DeviceEmulator:
     def _persist(self) -> None:
         if self._store is not None:
             self._store.save(self.device.dct)
+        for callback in list(self.on_dct_change):
+            try:
+                callback()
+            except Exception as err:
+                self._record_error(err)
+
+    def _access_point_changed(self, up: bool) -> None:
+        for callback in list(self.on_access_point_change):
+            try:
+                callback(up)
+            except Exception as err:
+                self._record_error(err)
 
     def _state_change(self, change: StateChanged) -> None:
         t = self._elapsed()
@@ -496,6 +512,7 @@ class DeviceEmulator:
             self._http_l.port if self._http_l.listening else "refusing",
             " (below the memory gate)" if ap.degraded else "",
         )
+        self._access_point_changed(True)
 
     async def _ap_down(self) -> None:
         assert self._tcp is not None
@@ -509,6 +526,7 @@ class DeviceEmulator:
             self.device.connect_requested = False
             self.setup_complete.set()
         log.info("access point %s down", self.ssid)
+        self._access_point_changed(False)
 
     def _on_accept(self, transport: str) -> None:
         """Count connections for ``refuse-after`` faults (pain-points.md #3)."""
