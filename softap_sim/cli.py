@@ -266,7 +266,14 @@ def build_parser() -> argparse.ArgumentParser:
     discover.add_parser(sub)
     replay.add_parser(sub)
     cloud_cli.add_parser(sub)
+    _add_fleet(sub)
     return parser
+
+
+def _add_fleet(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    from softap_sim import fleet
+
+    fleet.add_parser(sub)
 
 
 # -- run ---------------------------------------------------------------------------------
@@ -596,6 +603,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return int(args.replay_func(args))
         if args.command == "cloud":
             return int(args.cloud_func(args))
+        if args.command == "fleet":
+            return int(args.fleet_func(args))
         return int(args.func(args))
     except SimulatorError as err:
         print(f"softap-sim: error: {err}", file=sys.stderr)

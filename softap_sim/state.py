@@ -125,7 +125,7 @@ class StateStore:
         except OSError as err:
             raise StateError(f"cannot read {path}: {err.strerror}") from None
         try:
-            return DeviceKey.from_pem(pem)
+            return DeviceKey.from_pem(pem, trusted=True)
         except DctFormatError as err:
             raise StateError(f"{path}: {err}; move it away to create a new device") from None
 

@@ -14,6 +14,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from firmware_model import Device
 from softap_sim.dispatch import NORMAL, CommandDispatcher, Delivery
@@ -85,14 +86,14 @@ class _HttpProtocol(asyncio.Protocol):
         self._dead = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: only the type matters
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.on_accept("http")
         if len(self.server.connections) >= self.server.max_connections:
-            transport.write(SERVICE_UNAVAILABLE)
-            transport.close()
+            self.transport.write(SERVICE_UNAVAILABLE)
+            self.transport.close()
             return
         self.server.connections.add(self)
 

@@ -13,6 +13,7 @@ import itertools
 import logging
 from collections import deque
 from collections.abc import Callable
+from typing import cast
 
 from firmware_model import Device
 from softap_sim.dispatch import CommandDispatcher, Delivery
@@ -109,8 +110,8 @@ class _TcpProtocol(asyncio.Protocol):
         self._sending = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # uvloop's transports are not asyncio.Transport subclasses: only the type matters
+        self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
         self.server.connections.add(self)
