@@ -439,9 +439,11 @@ def test_a_bad_marker_argument_fails_clearly(pytester: pytest.Pytester) -> None:
             "@pytest.mark.softap(app_ram=...) must be a size in bytes *, got 'lots'",
         ]
     )
-    # one line each: no traceback, and no chained repeat of the message (the short
-    # summary line is truncated before it)
-    assert result.stdout.str().count("did you mean 'scenario'") == 1
+    # one line each, no traceback; the short test summary may repeat the message, or
+    # truncate it, depending on the terminal width of the run
+    text = result.stdout.str()
+    assert text.count("did you mean 'scenario'") in (1, 2)
+    assert "Traceback" not in text
 
 
 def test_async_fixtures_explain_what_is_missing(pytester: pytest.Pytester) -> None:
