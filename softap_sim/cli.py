@@ -244,6 +244,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     rec.add_argument("--no-record", action="store_true", help="do not record exchanges")
     run.add_argument(
+        "--plain",
+        action="store_true",
+        help="print one line per state change even on a terminal (no live view)",
+    )
+    run.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -433,7 +438,15 @@ async def _run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         before_power_on=register,
     )
-    emu.on_state_change.append(LedDisplay())
+    # on a terminal the live view (rich); otherwise one plain line per state change
+    view = None
+    if sys.stdout.isatty() and not args.plain:
+        from softap_sim.live_view import LiveView
+
+        view = LiveView()
+        view.attach(emu)
+    else:
+        emu.on_state_change.append(LedDisplay())
     registry = DeviceRegistry()
     registry.add(emu)
     control = None
