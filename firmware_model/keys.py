@@ -8,6 +8,8 @@ firmware, tropicssl on 0.4.x - 0.6.x.
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cryptography.hazmat.primitives import serialization
@@ -22,6 +24,28 @@ from firmware_model.errors import DctFormatError
 PUBLIC_KEY_AREA_BYTES = 294
 #: the firmware's hex-decode buffer for ``pwd``/``ek`` (``decrypt()`` in softap.cpp)
 CIPHERTEXT_BUFFER_BYTES = 256
+
+
+def _load_powmod() -> Callable[[int, int, int], int]:
+    """GMP's modular exponentiation when gmpy2 is installed, else the builtin ``pow``.
+
+    The private operation of every ``configure-ap`` is the largest single CPU cost of an
+    onboarding (RSA-1024 CRT: 0.89 ms with ``pow``, 0.11 ms with GMP, scripts/bench_setup.py).
+    Both give the same integers; the fallback keeps the model usable without the wheel.
+    """
+    try:
+        gmpy2 = importlib.import_module("gmpy2")
+    except ImportError:
+        return pow
+    powmod = gmpy2.powmod
+
+    def gmp_pow(base: int, exp: int, mod: int) -> int:
+        return int(powmod(base, exp, mod))
+
+    return gmp_pow
+
+
+_powmod = _load_powmod()
 
 # mbedTLS 2.x error codes
 MBEDTLS_ERR_RSA_BAD_INPUT_DATA = -0x4080
@@ -116,8 +140,8 @@ class DeviceKey:
 
     def _private_op(self, c: int) -> int:
         p, q, dmp1, dmq1, iqmp = self._crt
-        m1 = pow(c % p, dmp1, p)
-        m2 = pow(c % q, dmq1, q)
+        m1 = _powmod(c % p, dmp1, p)
+        m2 = _powmod(c % q, dmq1, q)
         h = (iqmp * (m1 - m2)) % p
         return m2 + h * q
 

@@ -7,6 +7,8 @@ from dataclasses import replace
 
 import pytest
 from cryptography.hazmat.primitives.asymmetric import padding
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from firmware_model import (
     AccessPoint,
@@ -329,3 +331,26 @@ def test_dct_round_trip(device: Device) -> None:
     again = Dct.from_json(device.dct.to_json())
     assert again.to_json() == device.dct.to_json()
     assert again.credentials[0].password.value == b"guest-password"
+
+
+@given(st.integers(min_value=0))
+@settings(max_examples=60, deadline=None)
+def test_private_op_matches_the_textbook_exponent(device_key: DeviceKey, raw: int) -> None:
+    """The CRT private op (GMP when gmpy2 is installed, else ``pow``) is exactly ``c^d mod n``."""
+    priv = device_key._key.private_numbers()
+    c = raw % priv.public_numbers.n
+    assert device_key._private_op(c) == pow(c, priv.d, priv.public_numbers.n)
+
+
+def test_both_powmod_paths_agree(device_key: DeviceKey) -> None:
+    """gmpy2 (a runtime dependency) is in use and gives the builtin's integers."""
+    from firmware_model import keys
+
+    gmp = keys._load_powmod()
+    assert gmp is not pow
+    rng = random.Random(7)
+    priv = device_key._key.private_numbers()
+    for _ in range(20):
+        base, exp, mod = rng.getrandbits(1024), priv.dmp1, priv.p
+        assert gmp(base, exp, mod) == pow(base, exp, mod)
+        assert type(gmp(base, exp, mod)) is int
