@@ -685,8 +685,8 @@ async def _serve(args: argparse.Namespace) -> None:
 #: what-ifs measured as variants of ours (``--what-if A+B``); those that replace a function
 #: of ours do it in the server process only, after checking that it gives the same bytes
 TWEAKS: Final = {
-    "uvloop": "uvloop as the server's event loop (run with python -O: our protocols assert "
-    "isinstance(transport, asyncio.Transport), which uvloop's transports are not)",
+    "uvloop": "uvloop as the server's event loop (our protocols take any transport type, "
+    "uvloop's are not asyncio.Transport subclasses)",
     "no-record": "SimConfig(record=False): no in-memory transcript",
     "persistent": "a state directory per device: every DCT change written atomically (fsync)",
     "python-rsa": "DeviceKey._private_op (the RSA-1024 CRT private operation) with the "
@@ -1144,12 +1144,8 @@ def run_ours(args: argparse.Namespace, node: str, run: Run, tag: str) -> None:
     warmup, measured = _window_sizes(args, k, run.timing)
     events_r, events_w = os.pipe()
     requests_r, requests_w = os.pipe()
-    # uvloop's transports are not asyncio.Transport subclasses, and our protocols assert
-    # that they are (transports/tcp_server.py, http_server.py): the what-if runs with -O
-    optimise = ["-O"] if "uvloop" in run.tweaks else []
     argv = [
         sys.executable,
-        *optimise,
         SCRIPT,
         "--serve",
         "--devices",
