@@ -79,7 +79,8 @@ process. Reported per run:
   and ports removed), over the whole run (warm-up included).
 
 What-ifs (``--what-if A+B``, repeatable) add variants of ours without the cloud, to
-measure what a change would buy (or cost) before making it: ``uvloop`` (event loop),
+measure what a change would buy (or cost) before making it: ``asyncio-loop`` (asyncio's
+loop, not uvloop: ours runs on the loop ``softap-sim run`` uses, uvloop when installed),
 ``python-rsa`` (the RSA private operation with the builtin ``pow``, not GMP), ``fast-hex``
 (a ``bytes.fromhex`` fast path), ``no-record`` (no transcript), ``persistent`` (a state
 directory per device). Those that replace a function of ours do it in the server process
@@ -100,7 +101,7 @@ Examples::
     python scripts/bench_setup.py --concurrency 10 --cloud both --json out.json --chart out.png
     python scripts/bench_setup.py --timing realistic --concurrency 10 --setups 20 --no-peer
     python scripts/bench_setup.py --concurrency 10 --profile-server /tmp/ours   # cProfile
-    python scripts/bench_setup.py --concurrency 10 --what-if uvloop --what-if python-rsa+fast-hex
+    python scripts/bench_setup.py --concurrency 10 --what-if asyncio-loop --what-if fast-hex
 """
 
 from __future__ import annotations
@@ -685,8 +686,8 @@ async def _serve(args: argparse.Namespace) -> None:
 #: what-ifs measured as variants of ours (``--what-if A+B``); those that replace a function
 #: of ours do it in the server process only, after checking that it gives the same bytes
 TWEAKS: Final = {
-    "uvloop": "uvloop as the server's event loop (our protocols take any transport type, "
-    "uvloop's are not asyncio.Transport subclasses)",
+    "asyncio-loop": "asyncio's own event loop instead of uvloop (the default of 'softap-sim "
+    "run' and 'fleet', softap_sim/event_loop.py): what the uvloop dependency buys",
     "no-record": "SimConfig(record=False): no in-memory transcript",
     "persistent": "a state directory per device: every DCT change written atomically (fsync)",
     "python-rsa": "DeviceKey._private_op (the RSA-1024 CRT private operation) with the "
@@ -734,12 +735,10 @@ def serve_main(args: argparse.Namespace) -> int:
     # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     apply_tweaks(args.tweak)
-    if "uvloop" in args.tweak:
-        import uvloop
+    from softap_sim import event_loop
 
-        uvloop.run(_serve(args))
-    else:
-        asyncio.run(_serve(args))
+    # the loop 'softap-sim run' and 'fleet' use by default: uvloop when installed
+    event_loop.run(_serve(args), "asyncio" if "asyncio-loop" in args.tweak else "auto")
     return 0
 
 
@@ -1725,11 +1724,6 @@ def run_benchmark(args: argparse.Namespace) -> int:
         raise BenchError(
             f"the pinned npm clients are missing in {CLIENTS}: run 'npm ci' in tests/clients"
         )
-    if any("uvloop" in w for w in args.what_if):
-        try:
-            import uvloop  # noqa: F401
-        except ImportError:
-            raise BenchError("--loop uvloop needs uvloop: pip install uvloop") from None
     if args.chart:  # fail early, not after minutes of measuring
         try:
             import matplotlib  # noqa: F401

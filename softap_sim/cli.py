@@ -18,7 +18,7 @@ from typing import Any, ClassVar
 from firmware_model import GateMode, StateChanged
 from firmware_model.eras import FirmwareEra
 from firmware_model.timing import PROFILES, timing_profile
-from softap_sim import __version__, argtypes, cloud_cli, ctl, discover, replay
+from softap_sim import __version__, argtypes, cloud_cli, ctl, discover, event_loop, replay
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError, SimulatorError
@@ -249,6 +249,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="print one line per state change even on a terminal (no live view)",
     )
     run.add_argument(
+        "--loop",
+        choices=event_loop.LOOP_CHOICES,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; less CPU), or asyncio's",
+    )
+    run.add_argument(
         "-v",
         "--verbose",
         action="count",
@@ -412,6 +418,7 @@ class LedDisplay:
 
 
 async def _run(args: argparse.Namespace) -> int:
+    log.info("event loop: %s", event_loop.loop_name(asyncio.get_running_loop()))
     config = build_config(args)
     cloud = None
     if not args.no_cloud:
@@ -543,7 +550,10 @@ async def _start_cloud(args: argparse.Namespace, state_dir: Path | None) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    return asyncio.run(_run(args))
+    try:
+        return event_loop.run(_run(args), args.loop)
+    except ValueError as err:  # --loop uvloop without uvloop
+        raise SimulatorError(str(err)) from None
 
 
 # -- scenarios ---------------------------------------------------------------------------

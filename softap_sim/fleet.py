@@ -75,7 +75,7 @@ from typing import TYPE_CHECKING, Any, Final, Self
 
 from firmware_model import Clock, Dct, DeviceIdentity, DeviceKey, StateChanged
 from firmware_model.eras import ERAS
-from softap_sim import argtypes
+from softap_sim import argtypes, event_loop
 from softap_sim.config import SimConfig
 from softap_sim.errors import ConfigError, SimulatorError, StateError
 from softap_sim.keypool import KeyPool, default_pool_dir, generate_pems, load_pool_key
@@ -1088,6 +1088,12 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     out.add_argument(
         "--recent", type=_count, default=12, metavar="N", help="recent changes in the live view"
     )
+    p.add_argument(
+        "--loop",
+        choices=event_loop.LOOP_CHOICES,
+        default="auto",
+        help="event loop: uvloop when installed (auto, the default; less CPU), or asyncio's",
+    )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.set_defaults(fleet_func=fleet_main)
 
@@ -1095,7 +1101,10 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
 def fleet_main(args: argparse.Namespace) -> int:
     """``softap-sim fleet``: the exit code (0 ok, 1 error, 130 interrupted)."""
     try:
-        return asyncio.run(_fleet(args))
+        return event_loop.run(_fleet(args), args.loop)
+    except ValueError as err:  # --loop uvloop without uvloop
+        print(f"softap-sim: error: {err}", file=sys.stderr)
+        return 1
     except SimulatorError as err:
         print(f"softap-sim: error: {err}", file=sys.stderr)
         return 1

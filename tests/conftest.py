@@ -3,8 +3,10 @@ spec's example device (softap-protocol.md §10, §11.1)."""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import random
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 import pytest
 import pytest_asyncio
@@ -122,3 +124,14 @@ async def emulator(spec_config: SimConfig) -> AsyncIterator[DeviceEmulator]:
     async with DeviceEmulator(spec_config) as emu:
         yield emu
         emu.check()
+
+
+if os.environ.get("SOFTAP_TEST_LOOP") == "uvloop":
+    # scripts/test.sh runs the suite a second time on uvloop, the default loop of
+    # 'softap-sim run' and 'fleet' (softap_sim/event_loop.py): same bytes on both loops
+    import uvloop
+
+    def pytest_asyncio_loop_factories(
+        config: pytest.Config, item: pytest.Item
+    ) -> dict[str, Callable[[], asyncio.AbstractEventLoop]]:
+        return {"uvloop": uvloop.new_event_loop}

@@ -1,0 +1,63 @@
+"""The event loop the long-running commands (``run``, ``fleet``) use.
+
+uvloop (libuv) takes about a third off our server CPU per onboarding
+(scripts/bench_setup.py, ``--what-if asyncio-loop``); the wire bytes are the same on
+both loops (the whole test suite runs on each: scripts/test.sh). uvloop has no Windows
+build, so ``auto`` falls back to asyncio's own loop where it is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+from collections.abc import Callable, Coroutine
+from typing import Any, TypeVar
+
+T = TypeVar("T")
+
+#: ``--loop`` choices
+LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+
+
+def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """uvloop's ``new_event_loop`` when the module is importable, else ``None``."""
+    try:
+        uvloop = importlib.import_module("uvloop")
+    except ImportError:
+        return None
+    factory: Callable[[], asyncio.AbstractEventLoop] = uvloop.new_event_loop
+    return factory
+
+
+def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """The factory for ``--loop name`` (``None``: asyncio's default loop).
+
+    Raises ``ValueError`` with what to do when ``uvloop`` is asked for and missing.
+    """
+    if name not in LOOP_CHOICES:
+        raise ValueError(f"unknown event loop {name!r}; use one of {', '.join(LOOP_CHOICES)}")
+    if name == "asyncio":
+        return None
+    factory = uvloop_factory()
+    if factory is None and name == "uvloop":
+        raise ValueError(
+            "--loop uvloop: uvloop is not installed (pip install uvloop; no Windows build), "
+            "or use --loop asyncio"
+        )
+    return factory
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: what a status line reports."""
+    return "uvloop" if type(loop).__module__.startswith("uvloop") else "asyncio"
+
+
+def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
+    """``asyncio.run`` on the chosen loop."""
+    try:
+        factory = loop_factory(loop)
+    except ValueError:
+        main.close()
+        raise
+    with asyncio.Runner(loop_factory=factory) as runner:
+        return runner.run(main)
