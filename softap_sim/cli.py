@@ -252,7 +252,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--loop",
         choices=event_loop.LOOP_CHOICES,
         default="auto",
-        help="event loop: uvloop when installed (auto, the default; less CPU), or asyncio's",
+        help="event loop; auto: uvloop when installed (less CPU), else asyncio's",
     )
     run.add_argument(
         "-v",

@@ -1092,7 +1092,7 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "--loop",
         choices=event_loop.LOOP_CHOICES,
         default="auto",
-        help="event loop: uvloop when installed (auto, the default; less CPU), or asyncio's",
+        help="event loop; auto: uvloop when installed (less CPU), else asyncio's",
     )
     p.add_argument("-v", "--verbose", action="count", default=0, help="more logging")
     p.set_defaults(fleet_func=fleet_main)
