@@ -550,10 +550,7 @@ async def _start_cloud(args: argparse.Namespace, state_dir: Path | None) -> Any:
 
 
 def _cmd_run(args: argparse.Namespace) -> int:
-    try:
-        return event_loop.run(_run(args), args.loop)
-    except ValueError as err:  # --loop uvloop without uvloop
-        raise SimulatorError(str(err)) from None
+    return event_loop.run(_run(args), args.loop)
 
 
 # -- scenarios ---------------------------------------------------------------------------

@@ -13,10 +13,16 @@ import importlib
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
+from softap_sim.errors import ConfigError
+
 T = TypeVar("T")
 
 #: ``--loop`` choices
 LOOP_CHOICES = ("auto", "uvloop", "asyncio")
+
+
+class LoopError(ConfigError, ValueError):
+    """An unknown or unavailable ``--loop``: the CLI reports it in one line."""
 
 
 def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
@@ -32,15 +38,15 @@ def uvloop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
 def loop_factory(name: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
     """The factory for ``--loop name`` (``None``: asyncio's default loop).
 
-    Raises ``ValueError`` with what to do when ``uvloop`` is asked for and missing.
+    Raises :class:`LoopError` with what to do when ``uvloop`` is asked for and missing.
     """
     if name not in LOOP_CHOICES:
-        raise ValueError(f"unknown event loop {name!r}; use one of {', '.join(LOOP_CHOICES)}")
+        raise LoopError(f"unknown event loop {name!r}; use one of {', '.join(LOOP_CHOICES)}")
     if name == "asyncio":
         return None
     factory = uvloop_factory()
     if factory is None and name == "uvloop":
-        raise ValueError(
+        raise LoopError(
             "--loop uvloop: uvloop is not installed (pip install uvloop; no Windows build), "
             "or use --loop asyncio"
         )
@@ -56,7 +62,7 @@ def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
     """``asyncio.run`` on the chosen loop."""
     try:
         factory = loop_factory(loop)
-    except ValueError:
+    except LoopError:
         main.close()
         raise
     with asyncio.Runner(loop_factory=factory) as runner:

@@ -1102,9 +1102,6 @@ def fleet_main(args: argparse.Namespace) -> int:
     """``softap-sim fleet``: the exit code (0 ok, 1 error, 130 interrupted)."""
     try:
         return event_loop.run(_fleet(args), args.loop)
-    except ValueError as err:  # --loop uvloop without uvloop
-        print(f"softap-sim: error: {err}", file=sys.stderr)
-        return 1
     except SimulatorError as err:
         print(f"softap-sim: error: {err}", file=sys.stderr)
         return 1
