@@ -100,7 +100,10 @@ def test_missing_networks_file(tmp_path: Path) -> None:
 def test_corrupt_state_is_one_clear_line(tmp_path: Path) -> None:
     (tmp_path / "device.json").write_text("{")
     (tmp_path / "device_key.pem").write_text("x")
-    out = run_cli("run", "--state-dir", str(tmp_path), "--tcp-port", "0", "--http-port", "0")
+    # every port free-picked: a softap-sim running on this machine must not change the outcome
+    free_ports = ("--tcp-port", "0", "--http-port", "0", "--control-port", "0")
+    cloud_ports = ("--cloud-port", "0", "--cloud-device-port", "0")
+    out = run_cli("run", "--state-dir", str(tmp_path), *free_ports, *cloud_ports)
     assert out.returncode == 1
     assert "device.json" in out.stderr
     assert "Traceback" not in out.stderr
