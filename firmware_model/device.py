@@ -9,6 +9,8 @@ never draws randomness (house-style.md §3).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from firmware_model import security as sec
 from firmware_model.app import UserApp, default_app
 from firmware_model.commands import (
@@ -38,6 +40,8 @@ from firmware_model.events import (
 from firmware_model.faults import FaultKind, FaultPlan
 from firmware_model.jsmn import (
     JsmnError,
+    ParsedRequest,
+    Token,
     TokenType,
     parse_json_request,
     token_array_sizes,
@@ -148,6 +152,8 @@ class Device:
         self._version = Reply(ReplyKind.JSON, (b'{"v":2}',))
         self._public_key: Reply | None = None
         self._device_id: dict[bool, Reply] = {}
+        #: (body, tokenize result) of the request being executed (one jsmn run each)
+        self._tokenised: tuple[bytes, tuple[list[Token], int]] | None = None
         self._scan: tuple[tuple[object, ...], Reply] | None = None
 
     # -- lifecycle -----------------------------------------------------------------
@@ -241,6 +247,14 @@ class Device:
         finally:
             self.heap.end_request()
 
+    def _parse(
+        self, body: bytes, keys: Sequence[bytes], types: Sequence[TokenType]
+    ) -> ParsedRequest | None:
+        """``parse_json_request`` over the tokens :meth:`_allocate_tokens` made of ``body``."""
+        kept, self._tokenised = self._tokenised, None
+        tokenised = kept[1] if kept is not None and kept[0] is body else None
+        return parse_json_request(body, keys, types, tokenised)
+
     def _execute(self, name: str, body: bytes | None) -> Reply:
         if name == "version":
             return self._version
@@ -281,9 +295,13 @@ class Device:
         return UNKNOWN
 
     def _allocate_tokens(self, body: bytes) -> bool:
-        """``json_tokenise``: 64 tokens, grown by realloc while jsmn reports NOMEM."""
+        """``json_tokenise``: 64 tokens, grown by realloc while jsmn reports NOMEM.
+
+        The tokens are kept for the command's ``parse_json_request`` (:meth:`_parse`).
+        """
         js = body.split(b"\x00", 1)[0]
         tokens, ret = tokenize(js)
+        self._tokenised = (body, (tokens, ret))
         needed = len(tokens) if ret != JsmnError.NOMEM else len(tokens) + 1
         final = token_array_sizes(needed)[-1]
         return self.heap.try_transient(final * JSON_TOKEN_BYTES)
@@ -385,7 +403,7 @@ class Device:
         return w.reply()
 
     def _set(self, body: bytes) -> Reply:
-        parsed = parse_json_request(body, SET_KEYS, SET_TYPES)
+        parsed = self._parse(body, SET_KEYS, SET_TYPES)
         if parsed is None:
             return NO_JSON
         k = (parsed.last(0) or b"")[:2]
@@ -410,7 +428,7 @@ class Device:
     def _configure_ap(self, body: bytes) -> Reply:
         if not self.profile.enterprise_keys:
             return self._configure_ap_legacy(body)
-        parsed = parse_json_request(body, CONFIGURE_KEYS, CONFIGURE_TYPES)
+        parsed = self._parse(body, CONFIGURE_KEYS, CONFIGURE_TYPES)
         if parsed is None:
             return NO_JSON
         ssid = b""
@@ -520,7 +538,7 @@ class Device:
 
     def _configure_ap_legacy(self, body: bytes) -> Reply:
         """0.4.x - 0.6.x: five keys, no validation, ``sec`` kept verbatim."""
-        parsed = parse_json_request(body, CONFIGURE_KEYS[:5], CONFIGURE_TYPES[:5])
+        parsed = self._parse(body, CONFIGURE_KEYS[:5], CONFIGURE_TYPES[:5])
         if parsed is None:
             return NO_JSON
         ssid = b""

@@ -174,11 +174,20 @@ class ParsedRequest:
 
 
 def parse_json_request(
-    body: bytes, keys: Sequence[bytes], types: Sequence[TokenType]
+    body: bytes,
+    keys: Sequence[bytes],
+    types: Sequence[TokenType],
+    tokenised: tuple[list[Token], int] | None = None,
 ) -> ParsedRequest | None:
-    """``JSONRequestCommand::parse_json_request``; ``None`` means "produce no JSON"."""
+    """``JSONRequestCommand::parse_json_request``; ``None`` means "produce no JSON".
+
+    ``tokenised`` is :func:`tokenize` of the body up to its first NUL when the caller
+    already has it (the firmware tokenises once, in ``json_tokenise``).
+    """
     js = body.split(b"\x00", 1)[0]
-    tokens, ret = tokenize(js)
+    if tokenised is None:
+        tokenised = tokenize(js)
+    tokens, ret = tokenised
     if ret < 0:
         return None
     ok = True

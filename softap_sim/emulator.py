@@ -66,7 +66,15 @@ log = logging.getLogger(__name__)
 
 
 class _Listener:
-    """One port of the device: reserved (bound, refusing) or serving."""
+    """One port of the device: reserved (bound, refusing) or serving.
+
+    The bound socket is kept for the emulator's life: the AP coming up makes it listen,
+    going down stops it listening (``shutdown``, Linux), so connections are refused again
+    and the port never leaves us. That saves a new socket and ``bind`` per AP cycle
+    (a bind walks every TIME_WAIT connection on the port, many after a busy session).
+    Where ``shutdown`` does not stop a listening socket (other systems), a fresh
+    socket is bound instead, as the first time.
+    """
 
     def __init__(self, name: str, host: str, port: int) -> None:
         self.name = name
@@ -77,39 +85,78 @@ class _Listener:
 
     def reserve(self) -> None:
         """Bind without listening: the port is ours and connections are refused."""
-        if self.reserved is not None or self.server is not None:
+        if self.reserved is not None:
             return
+        sock = self._bind(self.port)
+        if self.port == 0:
+            # A socket bound to port 0 gives the port back when it stops listening;
+            # one bound to the number keeps it (SO_REUSEADDR: both may be bound while
+            # neither listens).
+            port = sock.getsockname()[1]
+            try:
+                fixed = self._bind(port)
+            finally:
+                sock.close()
+            sock = fixed
+        self.port = sock.getsockname()[1]
+        self.reserved = sock
+
+    def _bind(self, port: int) -> socket.socket:
         family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
         sock = socket.socket(family, socket.SOCK_STREAM)
         try:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, self.port))
+            sock.bind((self.host, port))
         except OSError:
             sock.close()
             raise
         sock.setblocking(False)
-        self.port = sock.getsockname()[1]
-        self.reserved = sock
+        return sock
 
     async def open(self, factory: Callable[[], asyncio.Protocol]) -> None:
         if self.server is not None:
             return
         self.reserve()
-        sock, self.reserved = self.reserved, None
+        sock = self.reserved
         assert sock is not None
-        loop = asyncio.get_running_loop()
-        self.server = await loop.create_server(factory, sock=sock, backlog=128)
+        sock.listen(128)
+        # the loop closes the socket it serves: give it a duplicate, keep ours bound
+        served = sock.dup()
+        try:
+            self.server = await asyncio.get_running_loop().create_server(
+                factory, sock=served, backlog=128
+            )
+        except BaseException:
+            served.close()
+            self._stop_listening()
+            raise
 
     async def close(self, *, keep_port: bool = True) -> None:
         server, self.server = self.server, None
         if server is not None:
-            server.close()
+            server.close()  # no await before the socket stops listening
+            if keep_port:
+                self._stop_listening()
             await server.wait_closed()
         if keep_port:
             self.reserve()
         elif self.reserved is not None:
             self.reserved.close()
             self.reserved = None
+
+    def _stop_listening(self) -> None:
+        """Refuse from now on, keeping the bound socket if the system allows it."""
+        sock = self.reserved
+        if sock is None:
+            return
+        try:
+            sock.shutdown(socket.SHUT_RD)
+            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0:
+                return
+        except OSError:
+            pass
+        sock.close()
+        self.reserved = None
 
     @property
     def listening(self) -> bool:
