@@ -17,6 +17,7 @@ with no JSON.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ class JsmnError(enum.IntEnum):
 
 _HEX = frozenset(b"0123456789abcdefABCDEF")
 _ESCAPES = frozenset(b'"/\\bfrnt')
+#: bytes jsmn's string loop just steps over: anything but a quote or a backslash
+_PLAIN_STRING = re.compile(rb'[^"\\]*').match
 #: initial token array size and growth rule of ``json_tokenise``
 INITIAL_TOKENS = 64
 
@@ -97,12 +100,16 @@ def tokenize(js: bytes) -> tuple[list[Token], int]:
             pos += 1
             closed = False
             while pos < n:
+                run = _PLAIN_STRING(js, pos)  # jsmn's loop, a run at a time (always matches)
+                pos = run.end() if run is not None else pos
+                if pos >= n:
+                    break
                 ch = js[pos]
                 if ch == 0x22:
                     tokens.append(Token(TokenType.STRING, start + 1, pos))
                     closed = True
                     break
-                if ch == 0x5C and pos + 1 < n:
+                if pos + 1 < n:  # a backslash with something after it
                     pos += 1
                     esc = js[pos]
                     if esc == 0x75:  # \uXXXX

@@ -80,6 +80,8 @@ class Transcript:
 
     Records are kept as compact tuples and turned into dicts only when read (the hot
     path of every command must stay cheap); the file, if any, gets each line at once.
+    Claim codes are masked in everything read or written (records, the file), never
+    kept masked in the ring itself.
     """
 
     def __init__(
@@ -133,8 +135,8 @@ class Transcript:
         if not self.enabled:
             return
         self.seq += 1
-        if _is_set(command):
-            request = mask_claim_code(request)
+        # a set request carries the claim code: masked whenever the record is read or
+        # written out (tokenising it here would cost every set a second jsmn run)
         self._add(
             (
                 "x",
@@ -149,6 +151,7 @@ class Transcript:
                 delivery,
                 state_before,
                 state_after,
+                _is_set(command),
             )
         )
 
@@ -171,7 +174,23 @@ def _name(state: object) -> str:
 
 def _materialise(r: tuple[Any, ...], t0: float) -> dict[str, Any]:
     if r[0] == "x":
-        _, seq, t, transport, conn, peer, command, request, reply, delivery, before, after = r
+        (
+            _,
+            seq,
+            t,
+            transport,
+            conn,
+            peer,
+            command,
+            request,
+            reply,
+            delivery,
+            before,
+            after,
+            secret,
+        ) = r
+        if secret:
+            request = mask_claim_code(request)
         return {
             "type": "exchange",
             "seq": seq,
