@@ -147,6 +147,8 @@ class Heap:
     gate_bytes: int = DEFAULT_GATE_BYTES
     gate_mode: GateMode = GateMode.APPEARS
     blocks: dict[str, int] = field(default_factory=dict)
+    #: ``sum(blocks.values())``, kept up to date (free_bytes is read on every request)
+    blocks_bytes: int = 0
     transient_bytes: int = 0
     #: lowest free heap seen (``System.freeMemory()`` low-water mark)
     low_water_bytes: int | None = None
@@ -157,7 +159,7 @@ class Heap:
         return (
             self.heap_after_boot_bytes
             - self.app_ram_bytes
-            - sum(self.blocks.values())
+            - self.blocks_bytes
             - self.transient_bytes
         )
 
@@ -173,10 +175,11 @@ class Heap:
             self.failures += 1
             raise AllocationFailed(name, size_bytes, free)
         self.blocks[name] = self.blocks.get(name, 0) + size_bytes
+        self.blocks_bytes += size_bytes
         self._note()
 
     def release(self, name: str) -> None:
-        self.blocks.pop(name, None)
+        self.blocks_bytes -= self.blocks.pop(name, 0)
 
     def try_transient(self, size_bytes: int) -> bool:
         """A request-scoped ``malloc``: succeeds if it fits; release with :meth:`end_request`."""

@@ -11,6 +11,7 @@ dispatched, as on the device.
 from __future__ import annotations
 
 import enum
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -19,6 +20,8 @@ from firmware_model.commands import Reply, ReplyKind
 #: ``char name[30]`` in ``SimpleProtocolDispatcher::handle``
 MAX_NAME_BYTES = 30
 PREAMBLE = b"\n\n"
+#: a whole head the byte loops need no care for: name below 30 bytes, 1-9 digits
+_HEAD = re.compile(rb"([^\n\x00]{1,%d})\n([0-9]{1,9})\n\n" % (MAX_NAME_BYTES - 1)).match
 
 
 class _Phase(enum.Enum):
@@ -85,6 +88,15 @@ class TcpConnection:
             return None
         i = 0
         n = len(data)
+        if self._phase is _Phase.NAME and not self._name:
+            # the usual request, whole: "name\nlength\n\n" with a short name and a
+            # plain decimal length; the loops below would reach the same state
+            head = _HEAD(data)
+            if head is not None:
+                self._name += head[1]
+                self._length = int(head[2])
+                i = head.end()
+                self._start_command()
         while i < n and not self.done:
             phase = self._phase
             if phase is _Phase.NAME:
