@@ -222,7 +222,8 @@ class DeviceEmulator:
         self._tasks: set[asyncio.Task[None]] = set()
         self._ap_queue: asyncio.Queue[AccessPointUp | AccessPointDown | None] | None = None
         self._ap_worker: asyncio.Task[None] | None = None
-        self._state_changed = asyncio.Condition()
+        #: wait_for_state callers: (the states they wait for, their future)
+        self._state_waiters: list[tuple[tuple[DeviceState, ...], asyncio.Future[None]]] = []
         self._t0 = 0.0
         self.created = False
         self.scheduler: Scheduler | None = None
@@ -501,14 +502,15 @@ class DeviceEmulator:
 
     def _state_change(self, change: StateChanged) -> None:
         t = self._elapsed()
-        log.info(
-            "state %s -> %s on %s (LED %s)",
-            change.old,
-            change.new,
-            change.cause,
-            change.led.describe(),
-        )
-        if self.transcript is not None:
+        if log.isEnabledFor(logging.INFO):
+            log.info(
+                "state %s -> %s on %s (LED %s)",
+                change.old,
+                change.new,
+                change.cause,
+                change.led.describe(),
+            )
+        if self.transcript is not None and self.transcript.enabled:
             self.transcript.state(
                 t=t + self._t0,
                 old=change.old,
@@ -522,20 +524,26 @@ class DeviceEmulator:
                 callback(change, t)
             except Exception as err:
                 self._record_error(err)
-        self._spawn(self._notify_state())
-
-    async def _notify_state(self) -> None:
-        async with self._state_changed:
-            self._state_changed.notify_all()
+        if self._state_waiters:
+            state = self.device.state
+            for wanted, future in self._state_waiters:
+                if state in wanted and not future.done():
+                    future.set_result(None)
 
     async def wait_for_state(self, *states: DeviceState, timeout_s: float | None = 10.0) -> None:
-        """Wait (event-driven) until the device is in one of ``states``."""
+        """Wait (event-driven) until the device is in one of ``states``.
 
-        async def waiter() -> None:
-            async with self._state_changed:
-                await self._state_changed.wait_for(lambda: self.device.state in states)
-
-        await asyncio.wait_for(waiter(), timeout_s)
+        A state passed through while the caller was not scheduled still counts: the
+        waiter is woken at the change itself, not when it next looks.
+        """
+        if self.device.state in states:
+            return
+        entry = (states, asyncio.get_running_loop().create_future())
+        self._state_waiters.append(entry)
+        try:
+            await asyncio.wait_for(entry[1], timeout_s)
+        finally:
+            self._state_waiters.remove(entry)
 
     def _elapsed(self) -> float:
         return (self.scheduler.now() - self._t0) if self.scheduler is not None else 0.0
