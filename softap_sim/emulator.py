@@ -14,11 +14,9 @@ import asyncio
 import functools
 import logging
 import random
-import socket
-import sys
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Self
 
 from firmware_model import (
     AccessPointDown,
@@ -56,6 +54,7 @@ from softap_sim.config import SimConfig
 from softap_sim.control import Control
 from softap_sim.dispatch import CommandDispatcher
 from softap_sim.errors import LifecycleError, SimulatorError
+from softap_sim.listeners import DeviceListener, PortListener, SharedPorts
 from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.state import StateStore
@@ -64,120 +63,6 @@ from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer
 
 log = logging.getLogger(__name__)
-
-
-#: see :class:`_Listener`: a listener that restarts skips the kernel's TIME_WAIT walk
-_REUSEPORT: Final = sys.platform.startswith("linux") and hasattr(socket, "SO_REUSEPORT")
-
-
-class _Listener:
-    """One port of the device: reserved (bound, refusing) or serving.
-
-    The bound socket is kept for the emulator's life: the AP coming up makes it listen,
-    going down stops it listening (``shutdown``, Linux), so connections are refused again
-    and the port never leaves us. That saves a new socket and ``bind`` per AP cycle
-    (a bind walks every TIME_WAIT connection on the port, many after a busy session).
-    Where ``shutdown`` does not stop a listening socket (other systems), a fresh
-    socket is bound instead, as the first time.
-
-    Linux checks a port against every socket in its bind bucket when a socket starts
-    listening, TIME_WAIT connections included: the device closes every TCP connection
-    first, so after a busy session thousands of them sit on the port and each AP
-    restart cost ~145 us per 20,000. With ``SO_REUSEPORT`` set on the listener the
-    kernel takes its fast path (~3 us). It is set only while listening: another
-    program binding the port still gets EADDRINUSE (unless it asks for
-    ``SO_REUSEPORT`` itself, as the same user).
-    """
-
-    def __init__(self, name: str, host: str, port: int) -> None:
-        self.name = name
-        self.host = host
-        self.port = port
-        self.reserved: socket.socket | None = None
-        self.server: asyncio.Server | None = None
-
-    def reserve(self) -> None:
-        """Bind without listening: the port is ours and connections are refused."""
-        if self.reserved is not None:
-            return
-        sock = self._bind(self.port)
-        if self.port == 0:
-            # A socket bound to port 0 gives the port back when it stops listening;
-            # one bound to the number keeps it (SO_REUSEADDR: both may be bound while
-            # neither listens).
-            port = sock.getsockname()[1]
-            try:
-                fixed = self._bind(port)
-            finally:
-                sock.close()
-            sock = fixed
-        self.port = sock.getsockname()[1]
-        self.reserved = sock
-
-    def _bind(self, port: int) -> socket.socket:
-        family = socket.AF_INET6 if ":" in self.host else socket.AF_INET
-        sock = socket.socket(family, socket.SOCK_STREAM)
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-            sock.bind((self.host, port))
-        except OSError:
-            sock.close()
-            raise
-        sock.setblocking(False)
-        return sock
-
-    async def open(self, factory: Callable[[], asyncio.Protocol]) -> None:
-        if self.server is not None:
-            return
-        self.reserve()
-        sock = self.reserved
-        assert sock is not None
-        if _REUSEPORT:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-        sock.listen(128)
-        # the loop closes the socket it serves: give it a duplicate, keep ours bound
-        served = sock.dup()
-        try:
-            self.server = await asyncio.get_running_loop().create_server(
-                factory, sock=served, backlog=128
-            )
-        except BaseException:
-            served.close()
-            self._stop_listening()
-            raise
-
-    async def close(self, *, keep_port: bool = True) -> None:
-        server, self.server = self.server, None
-        if server is not None:
-            server.close()  # no await before the socket stops listening
-            if keep_port:
-                self._stop_listening()
-            await server.wait_closed()
-        if keep_port:
-            self.reserve()
-        elif self.reserved is not None:
-            self.reserved.close()
-            self.reserved = None
-
-    def _stop_listening(self) -> None:
-        """Refuse from now on, keeping the bound socket if the system allows it."""
-        sock = self.reserved
-        if sock is None:
-            return
-        try:
-            sock.shutdown(socket.SHUT_RD)
-            if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0:
-                if _REUSEPORT:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
-                return
-        except OSError:
-            pass
-        sock.close()
-        self.reserved = None
-
-    @property
-    def listening(self) -> bool:
-        return self.server is not None
 
 
 class DeviceEmulator:
@@ -190,6 +75,9 @@ class DeviceEmulator:
         http_port: HTTP port; 0 picks a free one (the device uses 80).
         clock: the model's clock; a :class:`~firmware_model.ManualClock` makes time
             move only through :meth:`advance` (for deterministic tests).
+        before_power_on: awaited after the state is loaded, before power-on.
+        shared_ports: serve both ports from a fleet's shared sockets (see
+            :mod:`softap_sim.listeners`) instead of the device's own.
     """
 
     def __init__(
@@ -201,6 +89,7 @@ class DeviceEmulator:
         http_port: int = 0,
         clock: Clock | None = None,
         before_power_on: Callable[[DeviceEmulator], Awaitable[None]] | None = None,
+        shared_ports: SharedPorts | None = None,
     ) -> None:
         self.config = config or SimConfig()
         #: runs after the device state is loaded and before power-on (e.g. to register
@@ -210,8 +99,14 @@ class DeviceEmulator:
         self._cloud_session = 0
         self.host = host
         self._clock = clock
-        self._tcp_l = _Listener("TCP", host, tcp_port)
-        self._http_l = _Listener("HTTP", host, http_port)
+        self._tcp_l: PortListener
+        self._http_l: PortListener
+        if shared_ports is not None:
+            self._tcp_l = shared_ports.listener("TCP", host, tcp_port)
+            self._http_l = shared_ports.listener("HTTP", host, http_port)
+        else:
+            self._tcp_l = DeviceListener("TCP", host, tcp_port)
+            self._http_l = DeviceListener("HTTP", host, http_port)
         self._device: Device | None = None
         self._store: StateStore | None = None
         self._tcp: TcpDeviceServer | None = None
@@ -643,8 +538,8 @@ class DeviceEmulator:
     def ap_up(self) -> bool:
         return self.access_point is not None
 
-    def _port(self, listener: _Listener) -> int:
-        if not self._started or (listener.reserved is None and listener.server is None):
+    def _port(self, listener: PortListener) -> int:
+        if not self._started or not listener.bound:
             raise LifecycleError(f"the {listener.name} listener is not running")
         return listener.port
 

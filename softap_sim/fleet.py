@@ -9,6 +9,12 @@
   loopback interface, so binding needs no set-up. Where extra loopback addresses do not
   exist (macOS without ``ifconfig lo0 alias``), the fleet falls back to port offsets on
   127.0.0.1: TCP ``5609 + i``, HTTP ``8080 + i`` (or free ports with port 0);
+* its own listening sockets on those ports, or -- where the open-files limit is too low
+  for two per device (``listeners="auto"`` decides; a container's hard limit of 20,000
+  stops at ~9,500 devices) -- one shared socket per port for the whole fleet, which
+  hands each connection to the device whose address was dialled (Linux;
+  :mod:`softap_sim.listeners`: a device that is not listening then resets connections
+  instead of refusing them);
 * its own identity (device id, device code, hence SSID), unique within the fleet;
 * its own RSA key, taken from a :class:`~softap_sim.keypool.KeyPool` (only missing
   keys are generated, in parallel worker processes);
@@ -79,6 +85,7 @@ from softap_sim import argtypes, event_loop
 from softap_sim.config import SimConfig
 from softap_sim.errors import ConfigError, SimulatorError, StateError
 from softap_sim.keypool import KeyPool, default_pool_dir, generate_pems, load_pool_key
+from softap_sim.listeners import SharedPorts, shared_ports_supported
 from softap_sim.scenario import NAME_RE, TOP_LEVEL_KEYS, Scenario, load_scenario
 from softap_sim.state import DCT_FILE, KEY_FILE, StateStore, atomic_write
 
@@ -107,6 +114,8 @@ SCENARIO_TABLES: Final = ("device", "memory", "timing", "radio", "app")
 
 AddressMode = str  # "auto" | "loopback" | "port-offset"
 ADDRESS_MODES: Final = ("auto", "loopback", "port-offset")
+ListenerMode = str  # "auto" | "per-device" | "shared"
+LISTENER_MODES: Final = ("auto", "per-device", "shared")
 
 
 # ======================================================================================
@@ -203,6 +212,43 @@ def plan_addresses(
     ]
 
 
+def nofile_hard_limit() -> int | None:
+    """The hard open-files limit (``None``: unlimited)."""
+    hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+    return None if hard == resource.RLIM_INFINITY else int(hard)
+
+
+def choose_listeners(requested: ListenerMode, mode: str, count: int) -> str:
+    """Resolve ``auto`` and raise the open-files limit for what was chosen.
+
+    ``per-device`` needs two descriptors per device (plus a reserve for connections);
+    ``auto`` takes it while the hard limit allows, and shared listeners beyond that
+    when they work here (own loopback addresses, Linux).
+    """
+    if requested == "shared" or (requested == "auto" and mode == "loopback"):
+        hard = nofile_hard_limit()
+        fits = hard is None or hard >= 2 * count + FD_RESERVE
+        why_not = shared_ports_supported()
+        if mode != "loopback":
+            why_not = "shared listeners need the devices' own loopback addresses, not port offsets"
+        if requested == "shared" or not fits:
+            if why_not is None:
+                if requested == "auto":
+                    log.info(
+                        "%d devices need %d open files with their own sockets, the hard "
+                        "limit is %s: one shared socket per port instead",
+                        count,
+                        2 * count + FD_RESERVE,
+                        hard,
+                    )
+                ensure_nofile(0, reserve=hard or FD_RESERVE)
+                return "shared"
+            if requested == "shared":
+                raise ConfigError(why_not)
+    ensure_nofile(count)
+    return "per-device"
+
+
 def ensure_nofile(count: int, reserve: int = FD_RESERVE) -> int:
     """Raise the soft open-files limit for ``count`` devices; the limit now.
 
@@ -221,7 +267,8 @@ def ensure_nofile(count: int, reserve: int = FD_RESERVE) -> int:
         raise SimulatorError(
             f"{count} devices need at least {minimum} open files (two listening sockets "
             f"each) but this process may open only {soft} (hard limit {hard}); raise the "
-            f"limit (e.g. 'ulimit -Hn {wanted}' as root, LimitNOFILE= in a systemd unit) "
+            f"limit (e.g. 'ulimit -Hn {wanted}' as root, LimitNOFILE= in a systemd unit), "
+            f"use --listeners shared (Linux: one socket per port for the whole fleet) "
             f"or run at most {max(0, (int(soft) - 32) // 2)} devices"
         )
     return int(soft)
@@ -515,6 +562,8 @@ class StartReport:
 
     devices: int = 0
     mode: str = ""
+    #: ``per-device`` or ``shared`` (see :mod:`softap_sim.listeners`)
+    listeners: str = ""
     keys_from_pool: int = 0
     keys_generated: int = 0
     keys_s: float = 0.0
@@ -542,6 +591,9 @@ class Fleet:
             top of that, so options override the file).
         address_mode: ``auto`` (own loopback addresses if they work, else port offsets),
             ``loopback`` or ``port-offset``.
+        listeners: ``per-device`` (two listening sockets per device), ``shared`` (one
+            per port for the fleet; own loopback addresses, Linux) or ``auto``
+            (per-device while the open-files limit allows two per device, else shared).
         host_pattern: device addresses, ``{hi}``/``{lo}`` as in :func:`device_address`.
         tcp_port, http_port: ports on each address; the bases of the port offsets; 0
             picks free ports.
@@ -564,6 +616,7 @@ class Fleet:
         state_dir: Path | None = None,
         scenario: FleetScenario | Mapping[int, Scenario] | None = None,
         address_mode: AddressMode = "auto",
+        listeners: ListenerMode = "auto",
         host_pattern: str = DEFAULT_HOST_PATTERN,
         tcp_port: int = DEFAULT_TCP_PORT,
         http_port: int = DEFAULT_HTTP_PORT,
@@ -590,6 +643,14 @@ class Fleet:
                 f"(indices 0..{count - 1})"
             )
         self._address_mode = address_mode
+        if listeners not in LISTENER_MODES:
+            raise ConfigError(
+                f"listeners must be one of {', '.join(LISTENER_MODES)}, not {listeners!r}"
+            )
+        self._listeners = listeners
+        #: resolved after start: ``per-device`` or ``shared``
+        self.listeners = ""
+        self._shared: SharedPorts | None = None
         self.host_pattern = host_pattern
         self.tcp_port = tcp_port
         self.http_port = http_port
@@ -652,7 +713,9 @@ class Fleet:
             http_port=self.http_port,
         )
         report.mode = self.mode
-        ensure_nofile(self.count)
+        self.listeners = report.listeners = choose_listeners(self._listeners, self.mode, self.count)
+        if self.listeners == "shared":
+            self._shared = SharedPorts()
         configs = self._configs()
         report.phases["configs"] = time.perf_counter() - t0
         gc_was_enabled = gc.isenabled()
@@ -686,6 +749,9 @@ class Fleet:
                 await emu.close()
 
         await asyncio.gather(*(one(d.emulator) for d in devices), return_exceptions=True)
+        if self._shared is not None:
+            await self._shared.close()
+            self._shared = None
         if self._froze:
             gc.unfreeze()
             self._froze = False
@@ -782,6 +848,7 @@ class Fleet:
                 http_port=place.http_port,
                 clock=self.clock,
                 before_power_on=before,
+                shared_ports=self._shared,
             )
             device = FleetDevice(i, emu, place, cfg.state_dir)
             if self.on_state_change:
@@ -1024,6 +1091,16 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "automatic fallback where extra loopback addresses do not exist)",
     )
     net.add_argument(
+        "--listeners",
+        choices=LISTENER_MODES,
+        default="auto",
+        help="per-device: two listening sockets per device, as a Photon has; shared: "
+        "one socket per port for the whole fleet, routing each connection to the "
+        "address dialled (Linux; a device that is not listening resets connections "
+        "instead of refusing them); auto (default): per-device while the open-files "
+        "limit allows, else shared",
+    )
+    net.add_argument(
         "--tcp-port",
         type=argtypes.parse_port,
         default=DEFAULT_TCP_PORT,
@@ -1192,7 +1269,10 @@ def fleet_banner(fleet: Fleet, cloud: CloudService | None, pool: KeyPool | None)
             f"  addresses  {first.host} ... {last.host}  (device i: "
             f"{fleet.host_pattern}, hi = 1 + i // {PER_BLOCK}, lo = 1 + i % {PER_BLOCK})"
         )
-        lines.append(f"  ports      TCP {tcp0}, HTTP {first.emulator.http_address[1]} on each")
+        shared = "  (shared listeners: one socket per port)" if fleet.listeners == "shared" else ""
+        lines.append(
+            f"  ports      TCP {tcp0}, HTTP {first.emulator.http_address[1]} on each{shared}"
+        )
     else:
         lines.append(
             f"  addresses  {first.host}, port offsets: device i on TCP {tcp0}+i ... {tcp1}"
@@ -1250,6 +1330,7 @@ async def _fleet(args: argparse.Namespace) -> int:
         state_dir=args.state_dir,
         scenario=scenario,
         address_mode="port-offset" if args.port_offset else "auto",
+        listeners=args.listeners,
         host_pattern=args.host_pattern,
         tcp_port=args.tcp_port,
         http_port=args.http_port,
@@ -1304,6 +1385,7 @@ __all__ = [
     "StartReport",
     "add_parser",
     "device_address",
+    "choose_listeners",
     "ensure_nofile",
     "fleet_main",
     "load_fleet_scenario",

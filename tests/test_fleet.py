@@ -34,6 +34,7 @@ from softap_sim.fleet import (
     Fleet,
     FleetScenario,
     add_parser,
+    choose_listeners,
     device_address,
     fleet_main,
     load_fleet_scenario,
@@ -41,6 +42,7 @@ from softap_sim.fleet import (
     plan_addresses,
 )
 from softap_sim.keypool import KeyPool, load_pool_key
+from softap_sim.listeners import shared_ports_supported
 from softap_sim.live_view import LiveView
 from softap_sim.scenario import load_scenario
 from tests.wire import decode_chunked, read_http_response, tcp_exchange
@@ -199,6 +201,97 @@ async def test_loopback_fleet_each_device_its_own_address_id_ssid_and_key(
         assert fleet.report.keys_generated == 0
         assert await registered_ids(cloud) == {i.lower() for i in ids}
         fleet.check()
+
+
+SHARED = shared_ports_supported()
+needs_shared = pytest.mark.skipif(SHARED is not None, reason=SHARED or "")
+
+
+async def reset_on_connect(addr: tuple[str, int], request: bytes) -> bool:
+    """Whether the connection is reset before any reply (what shared ports do for a
+    device that is not listening)."""
+    reader, writer = await asyncio.open_connection(*addr)
+    try:
+        writer.write(request)
+        await asyncio.wait_for(reader.read(), 5)
+    except ConnectionResetError:
+        return True
+    finally:
+        writer.close()
+    return False
+
+
+@needs_aliases
+@needs_shared
+@pytest.mark.asyncio
+async def test_shared_listeners_route_each_connection_to_the_address_dialled(
+    pool_dir: Path, cloud: CloudService
+) -> None:
+    async with Fleet(
+        6,
+        cloud=cloud,
+        key_pool=KeyPool(pool_dir),
+        listeners="shared",
+        tcp_port=0,
+        http_port=0,
+    ) as fleet:
+        assert fleet.listeners == fleet.report.listeners == "shared"
+        ports = {d.emulator.tcp_address[1] for d in fleet}
+        assert len(ports) == 1  # one socket, every address
+        assert {d.emulator.http_address[1] for d in fleet} != ports
+        for device in fleet:
+            emu = device.emulator
+            assert emu.tcp_address[0] == device.host
+            assert await device_id_tcp(emu.tcp_address) == device.device_id
+            assert await device_id_http(emu.http_address) == device.device_id
+        (port,) = ports
+        # an address no device owns: reset, not served by anyone
+        assert await reset_on_connect(("127.0.200.1", port), b"device-id\n0\n\n")
+        # a device whose AP is down resets; its neighbours keep answering
+        off, other = fleet[2].emulator, fleet[3].emulator
+        off.control.power("off")
+        await off.settle()
+        assert not off.tcp_listening
+        assert await reset_on_connect(off.tcp_address, b"device-id\n0\n\n")
+        assert await reset_on_connect(off.http_address, b"GET /device-id HTTP/1.1\r\n\r\n")
+        assert await device_id_tcp(other.tcp_address) == fleet[3].device_id
+        off.control.power("on")
+        await off.wait_for_state(DeviceState.LISTENING)
+        await off.settle()
+        assert await device_id_tcp(off.tcp_address) == fleet[2].device_id
+        fleet.check()
+    with socket.socket() as again:  # the shared socket is gone with the fleet
+        again.bind(("127.0.0.1", port))
+
+
+def test_listener_choice(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("softap_sim.fleet.nofile_hard_limit", lambda: 20_000)
+    assert choose_listeners("auto", "loopback", 10) == "per-device"
+    assert choose_listeners("per-device", "loopback", 10) == "per-device"
+    assert choose_listeners("auto", "port-offset", 10) == "per-device"
+    with pytest.raises(ConfigError, match="not port offsets"):
+        choose_listeners("shared", "port-offset", 10)
+    if SHARED is None:
+        assert choose_listeners("auto", "loopback", 10_000) == "shared"  # 20,000 + reserve
+        assert choose_listeners("shared", "loopback", 10) == "shared"
+    else:
+        with pytest.raises(ConfigError):
+            choose_listeners("shared", "loopback", 10)
+    with pytest.raises(ConfigError, match="listeners must be"):
+        Fleet(1, listeners="both")
+
+
+@needs_aliases
+@needs_shared
+@pytest.mark.asyncio
+async def test_auto_takes_shared_listeners_when_descriptors_run_short(
+    pool_dir: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("softap_sim.fleet.nofile_hard_limit", lambda: 1000)
+    async with Fleet(3, key_pool=KeyPool(pool_dir), tcp_port=0, http_port=0) as fleet:
+        assert fleet.listeners == "shared"
+        for device in fleet:
+            assert await device_id_tcp(device.emulator.tcp_address) == device.device_id
 
 
 @pytest.mark.asyncio

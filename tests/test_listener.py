@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from softap_sim.emulator import _Listener
+from softap_sim.listeners import DeviceListener
 
 
 class _Echo(asyncio.Protocol):
@@ -43,7 +43,7 @@ async def test_ap_cycles_keep_the_port_and_refuse_while_down(requested: int | No
         with socket.socket() as probe:
             probe.bind(("127.0.0.1", 0))
             requested = probe.getsockname()[1]
-    listener = _Listener("tcp", "127.0.0.1", requested)
+    listener = DeviceListener("tcp", "127.0.0.1", requested)
     listener.reserve()
     port = listener.port
     assert port > 0
@@ -69,7 +69,7 @@ async def test_ap_cycles_keep_the_port_and_refuse_while_down(requested: int | No
 @pytest.mark.asyncio
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux shutdown() semantics")
 async def test_the_bound_socket_survives_ap_cycles_on_linux() -> None:
-    listener = _Listener("tcp", "127.0.0.1", 0)
+    listener = DeviceListener("tcp", "127.0.0.1", 0)
     listener.reserve()
     sock = listener.reserved
     try:

@@ -35,15 +35,15 @@ def deliver_now(
         n = delivery.nbytes if delivery.nbytes is not None else len(out) // 2
         if out[:n]:
             transport.write(out[:n])
-        _reset(transport)
+        reset_transport(transport)
         return False
     if mode == "reset":
-        _reset(transport)
+        reset_transport(transport)
         return False
     raise ValueError(f"unknown delivery mode {mode!r}")  # pragma: no cover
 
 
-def _reset(transport: asyncio.Transport) -> None:
+def reset_transport(transport: asyncio.Transport) -> None:
     """Close with an RST (SO_LINGER 0): the client sees ECONNRESET, not a clean end."""
     sock = transport.get_extra_info("socket")
     if sock is not None:
