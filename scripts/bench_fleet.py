@@ -29,10 +29,17 @@ and ``--http-port`` change them), ``gc.freeze()`` after the start.
    requests come from a child process (``--load``), so the clients' sockets and buffers
    are not in the measured process, at ``--load-concurrency`` at a time.
 
-File descriptors: each device holds two listening sockets, so N devices need 2N + a
-few descriptors. ``RLIMIT_NOFILE`` is raised to the hard limit; raising the hard limit
-needs ``CAP_SYS_RESOURCE`` (root outside a restricted container). When the hard limit
-is below 2N + reserve the scale run uses the largest N that fits and reports why.
+File descriptors: a device with its own listening sockets holds two, so N devices need
+2N + a few descriptors. ``RLIMIT_NOFILE`` is raised to the hard limit; raising the hard
+limit needs ``CAP_SYS_RESOURCE`` (root outside a restricted container: not here, the hard
+limit is 20,000). ``--listeners auto`` (the fleet's default) then gives the scale run
+shared listeners (one loopback-only socket per port, connections routed by the address
+dialled; ``softap_sim.listeners``); ``--listeners per-device`` forces own sockets and the
+scale run then uses the largest N that fits. ``--scale-per-device N`` adds a scale run
+with own sockets (at most what fits) to compare memory per device.
+
+The event loop is the one ``softap-sim fleet`` uses (``--loop``, default auto: uvloop
+when installed).
 
 Benchmarks are not tests: exit status 0 whatever the numbers unless ``--enforce``
 (then 1 when a target is missed); 2 when set-up failed.
@@ -66,9 +73,11 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from softap_sim import event_loop  # noqa: E402
 from softap_sim.errors import SimulatorError  # noqa: E402
-from softap_sim.fleet import Fleet  # noqa: E402
+from softap_sim.fleet import LISTENER_MODES, Fleet  # noqa: E402
 from softap_sim.keypool import KeyPool, generate_pem  # noqa: E402
+from softap_sim.listeners import shared_ports_supported  # noqa: E402
 
 #: descriptors kept free besides the listeners in the scale run (cloud, loader's
 #: accepted connections, stdio, epoll ...)
@@ -286,6 +295,7 @@ async def one_fleet(
     state_dir: Path | None,
     label: str,
     measure_memory: bool = False,
+    listeners: str | None = None,
 ) -> dict[str, Any]:
     progress(f"{label}: {count} devices")
     cloud = await start_cloud()
@@ -298,6 +308,7 @@ async def one_fleet(
         http_port=args.http_port,
         concurrency=args.concurrency,
         freeze_gc=True,
+        listeners=listeners or args.listeners,
     )
     view = None
     if measure_memory:
@@ -319,6 +330,7 @@ async def one_fleet(
             "run": label,
             "devices": count,
             "mode": fleet.mode,
+            "listeners": fleet.listeners,
             "ready_s": ready_s,
             "per_device_startup_ms": ready_s / count * 1e3 if count else None,
             "keys_from_pool": report.keys_from_pool,
@@ -369,6 +381,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         "nofile": {"soft": soft, "hard": hard},
         "python": sys.version.split()[0],
         "ports": {"tcp": args.tcp_port, "http": args.http_port},
+        "loop": event_loop.loop_name(asyncio.get_running_loop()),
     }
     report["keygen"] = await asyncio.to_thread(keygen_rates, args.keygen_sample)
     tmp = Path(tempfile.mkdtemp(prefix="bench-fleet-"))
@@ -396,11 +409,12 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                         await one_fleet(args, pool, args.ready, state_dir=state, label=label)
                     )
         report["ready_runs"] = runs
+        fits = max(0, (hard - SCALE_FD_RESERVE) // 2)
         if args.scale:
             n = args.scale
-            fits = max(0, (hard - SCALE_FD_RESERVE) // 2)
             report["scale_requested"] = n
-            if n > fits:
+            own = args.listeners == "per-device" or shared_ports_supported() is not None
+            if n > fits and own:
                 report["scale_limited"] = (
                     f"{n} devices need {2 * n + SCALE_FD_RESERVE} file descriptors "
                     f"(2 listening sockets each + {SCALE_FD_RESERVE}); the hard limit "
@@ -412,6 +426,18 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             report["scale_fill"] = fill
             report["scale"] = await one_fleet(
                 args, pool, n, state_dir=None, label="scale", measure_memory=True
+            )
+        if args.scale_per_device:
+            n = min(args.scale_per_device, fits)
+            await asyncio.to_thread(fill_pool, pool, n)
+            report["scale_per_device"] = await one_fleet(
+                args,
+                pool,
+                n,
+                state_dir=None,
+                label="scale, own sockets",
+                measure_memory=True,
+                listeners="per-device",
             )
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -441,7 +467,8 @@ def judge(report: dict[str, Any]) -> list[str]:
 def print_table(report: dict[str, Any], missed: list[str]) -> None:
     kg = report["keygen"]
     print(
-        f"fleet benchmark: {report['cpus']} CPUs, Python {report['python']}, "
+        f"fleet benchmark: {report['cpus']} CPUs, Python {report['python']} "
+        f"({report['loop']}), "
         f"RLIMIT_NOFILE {report['nofile']['soft']}/{report['nofile']['hard']}, ports TCP "
         f"{report['ports']['tcp']} / HTTP {report['ports']['http']} on each address"
     )
@@ -459,13 +486,14 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
     head = (
         f"{'run':<20}{'devices':>8}{'ready s':>9}{'ms/dev':>8}{'keys s':>8}{'state s':>8}"
         f"{'start s':>8}{'pool/gen':>11}{'reg':>7}{'tcp ok':>8}{'http ok':>8}{'req/s':>8}"
+        f"  listeners"
     )
     print()
     print(head)
     print("-" * len(head))
     runs = list(report["ready_runs"])
-    if "scale" in report:
-        runs.append(report["scale"])
+    scales = [report[k] for k in ("scale", "scale_per_device") if k in report]
+    runs.extend(scales)
     for r in runs:
         a = r["answers"]
         print(
@@ -474,16 +502,16 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
             f"{r['devices_start_s']:>8.2f}"
             f"{str(r['keys_from_pool']) + '/' + str(r['keys_generated']):>11}"
             f"{r['registered']:>7}{a['tcp_ok']:>8}{a['http_ok']:>8}{a['requests_per_s']:>8.0f}"
+            f"  {r['listeners']}"
         )
-    scale = report.get("scale")
-    if scale is not None:
+    for scale in scales:
         print()
         print(
-            f"scale: {scale['devices']} devices ({scale['first_address']} ... "
-            f"{scale['last_address']}) in one process: RSS {scale['rss_before_mib']:.0f} MiB "
-            f"before, {scale['rss_ready_mib']:.0f} MiB ready, "
+            f"{scale['run']}: {scale['devices']} devices ({scale['listeners']} listeners, "
+            f"{scale['first_address']} ... {scale['last_address']}) in one process: RSS "
+            f"{scale['rss_before_mib']:.0f} MiB before, {scale['rss_ready_mib']:.0f} MiB ready, "
             f"{scale['rss_after_requests_mib']:.0f} MiB after {2 * scale['devices']} "
-            f"device-id requests (peak {scale['peak_rss_mib']:.0f} MiB); per device "
+            f"device-id requests (process peak so far {scale['peak_rss_mib']:.0f} MiB); per device "
             f"{scale['per_device_kib']:.1f} KiB ready, "
             f"{scale['per_device_after_requests_kib']:.1f} KiB after the requests; "
             f"start-up {scale['ready_s']:.2f} s ({scale['per_device_startup_ms']:.2f} ms "
@@ -497,8 +525,8 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
                 f"{scale['live_view_idle_poll_ms']:.1f} ms), one redraw "
                 f"{scale['live_view_render_ms']:.1f} ms"
             )
-        f = report["scale_fill"]
-        if f["made"]:
+        f = report.get("scale_fill") if scale is report.get("scale") else None
+        if f and f["made"]:
             print(
                 f"  (pool topped up to {f['target']} first: {f['made']} keys in "
                 f"{f['seconds']:.1f} s, {f['keys_per_s']:.0f} keys/s)"
@@ -536,6 +564,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tcp-port", type=int, default=5609, help="TCP port on each address")
     p.add_argument("--http-port", type=int, default=8080, help="HTTP port on each address")
     p.add_argument("--concurrency", type=int, default=128, help="devices started at a time")
+    p.add_argument(
+        "--listeners",
+        choices=LISTENER_MODES,
+        default="auto",
+        help="the fleet's listeners (default auto: own sockets while descriptors allow)",
+    )
+    p.add_argument(
+        "--scale-per-device",
+        type=_non_negative_int,
+        default=0,
+        metavar="N",
+        help="also a scale run of N devices with their own sockets (at most what fits)",
+    )
+    p.add_argument(
+        "--loop",
+        choices=event_loop.LOOP_CHOICES,
+        default="auto",
+        help="event loop (default auto: uvloop when installed, as softap-sim fleet)",
+    )
     p.add_argument("--load-concurrency", type=int, default=64, help="requests at a time (64)")
     p.add_argument(
         "--what-if-skip-key-validation",
@@ -555,7 +602,7 @@ def main(argv: list[str] | None = None) -> int:
         return load_main(args)
     logging.basicConfig(level=logging.WARNING)
     try:
-        report = asyncio.run(run_benchmark(args))
+        report = event_loop.run(run_benchmark(args), args.loop)
     except (BenchError, SimulatorError, OSError) as err:
         print(f"bench_fleet: set-up failed: {err}", file=sys.stderr)
         return 2

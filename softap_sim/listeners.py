@@ -247,12 +247,14 @@ class _SharedPort:
     def __init__(self, port: int) -> None:
         self.port = port
         self.routes: dict[str, ProtocolFactory] = {}
-        self.reserved: socket.socket | None = None
+        #: the bound socket, from the first device's reserve() to close() (the server
+        #: serves it from the first open() on)
+        self.sock: socket.socket | None = None
         self.server: asyncio.Server | None = None
         self._starting: asyncio.Future[None] | None = None
 
     def bind(self) -> None:
-        if self.reserved is not None:
+        if self.sock is not None:
             return
         reason = shared_ports_supported()
         if reason is not None:
@@ -267,7 +269,7 @@ class _SharedPort:
             raise
         sock.setblocking(False)
         self.port = sock.getsockname()[1]
-        self.reserved = sock
+        self.sock = sock
 
     async def serve(self) -> None:
         """Start accepting (once, for every device that shares the port)."""
@@ -279,10 +281,9 @@ class _SharedPort:
         self._starting = asyncio.get_running_loop().create_future()
         try:
             self.bind()
-            sock, self.reserved = self.reserved, None
-            assert sock is not None
+            assert self.sock is not None
             self.server = await asyncio.get_running_loop().create_server(
-                lambda: _Router(self.routes), sock=sock, backlog=4096
+                lambda: _Router(self.routes), sock=self.sock, backlog=4096
             )
             self._starting.set_result(None)
         except BaseException as err:
@@ -297,9 +298,9 @@ class _SharedPort:
         if server is not None:
             server.close()
             await server.wait_closed()
-        if self.reserved is not None:
-            self.reserved.close()
-            self.reserved = None
+        if self.sock is not None:
+            self.sock.close()
+            self.sock = None
 
 
 class _Router(asyncio.Protocol):
@@ -364,4 +365,4 @@ class SharedListener:
 
     @property
     def bound(self) -> bool:
-        return self._shared.reserved is not None or self._shared.server is not None
+        return self._shared.sock is not None

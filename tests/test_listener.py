@@ -8,7 +8,8 @@ import sys
 
 import pytest
 
-from softap_sim.listeners import DeviceListener
+from softap_sim.errors import ConfigError
+from softap_sim.listeners import DeviceListener, SharedPorts, shared_ports_supported
 
 
 class _Echo(asyncio.Protocol):
@@ -79,3 +80,37 @@ async def test_the_bound_socket_survives_ap_cycles_on_linux() -> None:
             assert listener.reserved is sock  # no new socket, no new bind
     finally:
         await listener.close(keep_port=False)
+
+
+@pytest.mark.asyncio
+@pytest.mark.skipif(shared_ports_supported() is not None, reason=str(shared_ports_supported()))
+async def test_shared_ports_one_socket_many_addresses() -> None:
+    shared = SharedPorts()
+    first = shared.listener("TCP", "127.0.0.1", 0)
+    second = shared.listener("TCP", "127.0.0.2", 0)
+    http = shared.listener("HTTP", "127.0.0.1", 0)
+    try:
+        first.reserve()
+        await first.open(_Echo)
+        second.reserve()  # a device starting while another already serves: no new bind
+        await second.open(_Echo)
+        http.reserve()
+        assert first.port == second.port != http.port  # port 0: one free port per name
+        assert shared.sockets == 2
+        for host in ("127.0.0.1", "127.0.0.2"):
+            r, w = await asyncio.open_connection(host, first.port)
+            w.write(b"ping")
+            assert await asyncio.wait_for(r.read(), 5) == b"ping"
+            w.close()
+        await second.close()
+        assert not second.listening
+        assert first.listening
+        r, w = await asyncio.open_connection("127.0.0.2", first.port)
+        with pytest.raises(ConnectionResetError):  # the kernel accepted; nobody serves it
+            await asyncio.wait_for(r.read(), 5)
+        w.close()
+        with pytest.raises(ConfigError, match="loopback"):
+            shared.listener("TCP", "10.0.0.1", 0)
+    finally:
+        await shared.close()
+    assert not first.bound
