@@ -89,6 +89,8 @@ class DeviceListener:
         self.port = port
         self.reserved: socket.socket | None = None
         self.server: asyncio.Server | None = None
+        #: the socket the server serves (the loop closes it with the server)
+        self._serving: socket.socket | None = None
 
     def reserve(self) -> None:
         """Bind without listening: the port is ours and connections are refused."""
@@ -124,25 +126,32 @@ class DeviceListener:
         if self.server is not None:
             return
         self.reserve()
-        sock = self.reserved
+        sock, self.reserved = self.reserved, None
         assert sock is not None
         if _REUSEPORT:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.listen(128)
-        # the loop closes the socket it serves: give it a duplicate, keep ours bound
-        served = sock.dup()
         try:
+            # the loop owns (and will close) the socket it serves: one descriptor each
             self.server = await asyncio.get_running_loop().create_server(
-                factory, sock=served, backlog=128
+                factory, sock=sock, backlog=128
             )
         except BaseException:
-            served.close()
+            self.reserved = sock
             self._stop_listening()
             raise
+        self._serving = sock
 
     async def close(self, *, keep_port: bool = True) -> None:
         server, self.server = self.server, None
+        serving, self._serving = self._serving, None
         if server is not None:
+            if keep_port and serving is not None:
+                # a second descriptor of the same socket outlives the loop's close
+                try:
+                    self.reserved = serving.dup()
+                except OSError:  # out of descriptors: bind a new socket below
+                    self.reserved = None
             server.close()  # no await before the socket stops listening
             if keep_port:
                 self._stop_listening()

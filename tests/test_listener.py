@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import socket
-import sys
+from pathlib import Path
 
 import pytest
 
 from softap_sim.errors import ConfigError
 from softap_sim.listeners import DeviceListener, SharedPorts, shared_ports_supported
+
+FD_DIR = Path("/proc/self/fd")
 
 
 class _Echo(asyncio.Protocol):
@@ -67,19 +69,34 @@ async def test_ap_cycles_keep_the_port_and_refuse_while_down(requested: int | No
     _plain_bind(port)  # released
 
 
+def _open_fds() -> int:
+    return len(list(FD_DIR.iterdir()))
+
+
 @pytest.mark.asyncio
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="Linux shutdown() semantics")
-async def test_the_bound_socket_survives_ap_cycles_on_linux() -> None:
+@pytest.mark.skipif(not FD_DIR.is_dir(), reason="counts /proc/self/fd (Linux)")
+async def test_one_descriptor_per_port_whatever_the_state() -> None:
+    """Two per device, listening or not: 10,000 devices must fit in 20,000 descriptors."""
+    warm = DeviceListener("tcp", "127.0.0.1", 0)  # the loop's own one-time descriptors
+    await warm.open(_Echo)  # (libuv keeps a spare one for EMFILE once anything listens)
+    base = _open_fds()
     listener = DeviceListener("tcp", "127.0.0.1", 0)
     listener.reserve()
-    sock = listener.reserved
+    port = listener.port
     try:
+        assert _open_fds() == base + 1
         for _ in range(3):
             await listener.open(_Echo)
+            assert _open_fds() == base + 1
             await listener.close()
-            assert listener.reserved is sock  # no new socket, no new bind
+            await asyncio.sleep(0)  # let the loop finish closing its handle (uvloop)
+            assert _open_fds() == base + 1
+            assert listener.port == port
     finally:
         await listener.close(keep_port=False)
+    await asyncio.sleep(0)
+    assert _open_fds() == base
+    await warm.close(keep_port=False)
 
 
 @pytest.mark.asyncio
