@@ -230,7 +230,10 @@ def choose_listeners(requested: ListenerMode, mode: str, count: int) -> str:
         fits = hard is None or hard >= 2 * count + FD_RESERVE
         why_not = shared_ports_supported()
         if mode != "loopback":
-            why_not = "shared listeners need the devices' own loopback addresses, not port offsets"
+            why_not = (
+                "shared listeners need the devices' own loopback addresses, not port "
+                "offsets: drop --port-offset, or use --listeners per-device"
+            )
         if requested == "shared" or not fits:
             if why_not is None:
                 if requested == "auto":
@@ -877,7 +880,9 @@ class Fleet:
         if failures:
             device, err = failures[0]
             await self.close()
-            raise _start_error(device, err, len(failures)) from err
+            raise _start_error(
+                device, err, len(failures), shared=self.listeners == "shared"
+            ) from err
 
 
 def _bind(
@@ -890,12 +895,21 @@ def _bind(
     return callback
 
 
-def _start_error(device: FleetDevice, err: BaseException, failed: int) -> SimulatorError:
+def _start_error(
+    device: FleetDevice, err: BaseException, failed: int, *, shared: bool = False
+) -> SimulatorError:
     place = device.placement
     more = f" ({failed - 1} more failed)" if failed > 1 else ""
     where = f"{place.host} (TCP {place.tcp_port or 'free'}, HTTP {place.http_port or 'free'})"
     if isinstance(err, SimulatorError):
         return SimulatorError(f"device {device.index}: {err}{more}")
+    if shared and isinstance(err, OSError) and err.errno == errno.EADDRINUSE:
+        return SimulatorError(
+            f"shared listeners take TCP {place.tcp_port} and HTTP {place.http_port} on every "
+            "loopback address (127.x.y.z), and one of them is in use (e.g. by 'softap-sim "
+            "run' on 127.0.0.1); stop it, pass other --tcp-port/--http-port, or run fewer "
+            "devices with --listeners per-device"
+        )
     if isinstance(err, OSError) and err.errno == errno.EADDRINUSE:
         return SimulatorError(
             f"device {device.index}: a port is already in use on {where}{more}; stop the "

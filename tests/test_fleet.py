@@ -264,6 +264,22 @@ async def test_shared_listeners_route_each_connection_to_the_address_dialled(
         again.bind(("127.0.0.1", port))
 
 
+@needs_aliases
+@needs_shared
+@pytest.mark.asyncio
+async def test_a_shared_port_taken_on_any_loopback_address_is_one_clear_error(
+    pool_dir: Path,
+) -> None:
+    with socket.socket() as blocker:  # e.g. 'softap-sim run' on 127.0.0.1
+        blocker.bind(("127.0.0.1", 0))
+        blocker.listen(1)
+        port = blocker.getsockname()[1]
+        fleet = Fleet(2, key_pool=KeyPool(pool_dir), listeners="shared", tcp_port=port, http_port=0)
+        with pytest.raises(SimulatorError, match=r"every loopback address .* in use"):
+            await fleet.start()
+    assert not any(d.emulator.tcp_listening for d in fleet)
+
+
 def test_listener_choice(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("softap_sim.fleet.nofile_hard_limit", lambda: 20_000)
     assert choose_listeners("auto", "loopback", 10) == "per-device"
