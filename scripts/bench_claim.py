@@ -105,6 +105,14 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchlib import (  # noqa: E402
+    LagMonitor,
+    memory_mib,
+    positive_float,
+    positive_int,
+    process_cpu_s,
+    quantile,
+)
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from firmware_model import DeviceIdentity, DeviceKey, DeviceState, RadioEnvironment  # noqa: E402
@@ -114,7 +122,6 @@ from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option  # noqa
 from softap_sim.protocol.lightssl import NONCE_BYTES, Channel, DeviceHandshake  # noqa: E402
 
 HOST: Final = "127.0.0.1"
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S: Final = 60.0
 CONTROL_TIMEOUT_S: Final = 60.0
 STOP_TIMEOUT_S: Final = 15.0
@@ -150,13 +157,6 @@ class BenchError(Exception):
 # ==================================================================================
 # shared helpers
 # ==================================================================================
-def _quantile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def _spread_ms(values: list[float]) -> dict[str, Any]:
     """count, p50, p99, max and mean of durations in seconds, as milliseconds."""
     ordered = sorted(values)
@@ -164,38 +164,11 @@ def _spread_ms(values: list[float]) -> dict[str, Any]:
         return {"count": 0, "p50_ms": None, "p99_ms": None, "max_ms": None, "mean_ms": None}
     return {
         "count": len(ordered),
-        "p50_ms": _quantile(ordered, 0.50) * 1e3,
-        "p99_ms": _quantile(ordered, 0.99) * 1e3,
+        "p50_ms": quantile(ordered, 0.50) * 1e3,
+        "p99_ms": quantile(ordered, 0.99) * 1e3,
         "max_ms": ordered[-1] * 1e3,
         "mean_ms": statistics.fmean(ordered) * 1e3,
     }
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds of one process, all threads: schedstat if available, else ticks."""
-    try:
-        total = 0.0
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                total += int((task / "schedstat").read_text().split()[0]) / 1e9
-        return total
-    except (OSError, ValueError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def memory_mib(pid: int) -> dict[str, float | None]:
-    """Resident set size now and its peak (``VmRSS``/``VmHWM``), MiB."""
-    out: dict[str, float | None] = {"rss_mib": None, "peak_rss_mib": None}
-    try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            key, _, value = line.partition(":")
-            if key in ("VmRSS", "VmHWM"):
-                out["rss_mib" if key == "VmRSS" else "peak_rss_mib"] = int(value.split()[0]) / 1024
-    except (OSError, ValueError, IndexError):
-        pass
-    return out
 
 
 def listen_overflows() -> int | None:
@@ -260,41 +233,6 @@ def install_log_counter(*, cloud: bool) -> LogCounter:
     if cloud:  # the server's per-session lines are INFO
         logging.getLogger("softap_sim.cloud.device_server").setLevel(logging.INFO)
     return counter
-
-
-class LagMonitor:
-    """How late a periodic ``call_later`` tick fires: the loop's blocked time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
-        self._loop = loop
-        self._interval = interval_s
-        self._due = 0.0
-        self._handle: asyncio.TimerHandle | None = None
-        self.lags: list[float] = []
-
-    def start(self) -> None:
-        self._due = self._loop.time() + self._interval
-        self._handle = self._loop.call_later(self._interval, self._tick)
-
-    def _tick(self) -> None:
-        now = self._loop.time()
-        self.lags.append(max(0.0, now - self._due))
-        self._due = now + self._interval
-        self._handle = self._loop.call_later(self._interval, self._tick)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-
-    def take(self) -> dict[str, Any]:
-        lags, self.lags = self.lags, []
-        ordered = sorted(lags)
-        return {
-            "samples": len(ordered),
-            "max_ms": ordered[-1] * 1e3 if ordered else 0.0,
-            "p99_ms": _quantile(ordered, 0.99) * 1e3,
-            "mean_ms": statistics.fmean(ordered) * 1e3 if ordered else 0.0,
-        }
 
 
 # ==================================================================================
@@ -1123,20 +1061,6 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
         print(f"MISSED: {line}")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Full device handshakes/s against the embedded cloud, and the time from "
@@ -1146,45 +1070,45 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--handshakes",
-        type=_positive_int,
+        type=positive_int,
         default=400,
         help="handshakes per concurrency window (default 400)",
     )
     parser.add_argument(
         "--hs-concurrency",
-        type=_positive_int,
+        type=positive_int,
         nargs="+",
         default=[1, 32],
         help="concurrent device clients, one window each (default 1 32)",
     )
     parser.add_argument(
         "--hs-duration",
-        type=_positive_float,
+        type=positive_float,
         default=60.0,
         help="upper bound of a handshake window in seconds (default 60)",
     )
     parser.add_argument(
         "--devices",
-        type=_positive_int,
+        type=positive_int,
         nargs="*",
         default=[1, 100, 1000],
         help="N values of the connect-ap -> claimed runs (default 1 100 1000; none: skip)",
     )
     parser.add_argument(
         "--claim-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=150.0,
         help="per N: longest wait for every claim after the connect-ap burst (default 150)",
     )
     parser.add_argument(
         "--key-pool",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="RSA-1024 device keys, shared round-robin by the device ids (default 16)",
     )
     parser.add_argument(
         "--setup-concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=64,
         help="devices started / prepared over SoftAP at a time (default 64)",
     )
@@ -1195,7 +1119,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="what-if: the cloud signs its handshake reply in OpenSSL (same bytes)",
     )
     parser.add_argument(
-        "--tick-ms", type=_positive_float, default=5.0, help="cloud loop watchdog (default 5)"
+        "--tick-ms", type=positive_float, default=5.0, help="cloud loop watchdog (default 5)"
     )
     parser.add_argument(
         "--profile-cloud",

@@ -74,7 +74,6 @@ import json
 import os
 import secrets
 import signal
-import statistics
 import sys
 import tempfile
 import threading
@@ -86,10 +85,10 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
+from benchlib import CLK_TCK, LagMonitor, positive_float, positive_int, quantile
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 READY_TIMEOUT_S: Final = 60.0
 CONTROL_TIMEOUT_S: Final = 10.0
 STOP_TIMEOUT_S: Final = 10.0
@@ -109,43 +108,6 @@ class BenchError(Exception):
 # ==================================================================================
 # server side (--serve ROLE)
 # ==================================================================================
-class LagMonitor:
-    """How late a periodic ``call_later`` tick fires: the loop's blocked time."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop, interval_s: float) -> None:
-        self._loop = loop
-        self._interval = interval_s
-        self._due = 0.0
-        self._handle: asyncio.TimerHandle | None = None
-        self.lags: list[float] = []
-
-    def start(self) -> None:
-        self._due = self._loop.time() + self._interval
-        self._handle = self._loop.call_later(self._interval, self._tick)
-
-    def _tick(self) -> None:
-        now = self._loop.time()
-        self.lags.append(max(0.0, now - self._due))
-        self._due = now + self._interval
-        self._handle = self._loop.call_later(self._interval, self._tick)
-
-    def stop(self) -> None:
-        if self._handle is not None:
-            self._handle.cancel()
-
-    def take(self) -> dict[str, Any]:
-        lags, self.lags = self.lags, []
-        if not lags:
-            return {"samples": 0, "max_ms": 0.0, "p99_ms": 0.0, "mean_ms": 0.0}
-        ordered = sorted(lags)
-        return {
-            "samples": len(lags),
-            "max_ms": ordered[-1] * 1e3,
-            "p99_ms": _quantile(ordered, 0.99) * 1e3,
-            "mean_ms": statistics.fmean(lags) * 1e3,
-        }
-
-
 def _loop_thread_schedstat() -> tuple[float, float]:
     """(CPU seconds, seconds waiting for a CPU) of the calling thread, from schedstat."""
     try:
@@ -458,8 +420,8 @@ class Window:
             "first_error": self.first_error,
             "seconds": self.elapsed_s,
             "ops_per_s": ok / self.elapsed_s if self.elapsed_s > 0 else 0.0,
-            "p50_ms": _quantile(ordered, 0.50) * 1e3 if ordered else None,
-            "p99_ms": _quantile(ordered, 0.99) * 1e3 if ordered else None,
+            "p50_ms": quantile(ordered, 0.50) * 1e3 if ordered else None,
+            "p99_ms": quantile(ordered, 0.99) * 1e3 if ordered else None,
             "max_ms": ordered[-1] * 1e3 if ordered else None,
             "cpu_ms_per_op": self.cpu_s / self.requests * 1e3 if self.requests else None,
             "loop_lag_max_ms": lag.get("max_ms"),
@@ -477,13 +439,6 @@ class Window:
 
 def _per_op(seconds: float | None, requests: int) -> float | None:
     return seconds / requests * 1e3 if seconds is not None and requests else None
-
-
-def _quantile(ordered: list[float], q: float) -> float:
-    if not ordered:
-        return 0.0
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
 
 
 RequestFn = Callable[[aiohttp.ClientSession, int], Awaitable[tuple[int, Any]]]
@@ -744,20 +699,6 @@ def print_table(report: dict[str, Any], missed: list[str], args: argparse.Namesp
         print(f"MISSED: {line}")
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         description="Token grants/s and claim codes/s of the embedded cloud against a bare "
@@ -767,28 +708,28 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=16,
         help="concurrent client sessions (default 16)",
     )
     parser.add_argument(
-        "--requests", type=_positive_int, default=3000, help="requests per window (default 3000)"
+        "--requests", type=positive_int, default=3000, help="requests per window (default 3000)"
     )
     parser.add_argument(
         "--password-requests",
-        type=_positive_int,
+        type=positive_int,
         default=150,
         help="requests per password-grant window (scrypt; default 150)",
     )
     parser.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         default=15.0,
         help="upper bound of a window in seconds (default 15)",
     )
     parser.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=3,
         help="windows per (operation, server), alternating ours and bare, summed (default 3)",
     )
@@ -801,7 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--tick-ms",
-        type=_positive_float,
+        type=positive_float,
         default=5.0,
         help="loop watchdog period in ms (default 5)",
     )

@@ -74,6 +74,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from softap_sim import event_loop  # noqa: E402
+from softap_sim.argtypes import parse_non_negative_int  # noqa: E402
 from softap_sim.errors import SimulatorError  # noqa: E402
 from softap_sim.fleet import LISTENER_MODES, Fleet  # noqa: E402
 from softap_sim.keypool import KeyPool, generate_pem  # noqa: E402
@@ -537,13 +538,6 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
         print(f"MISSED: {line}")
 
 
-def _non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, not {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         description="Fleet start-up time with a warm key pool, and devices per process "
@@ -552,13 +546,13 @@ def build_parser() -> argparse.ArgumentParser:
         "with --enforce, 2 set-up failure.",
     )
     p.add_argument(
-        "--ready", type=_non_negative_int, default=1000, help="warm-pool runs (default 1000)"
+        "--ready", type=parse_non_negative_int, default=1000, help="warm-pool runs (default 1000)"
     )
     p.add_argument(
-        "--scale", type=_non_negative_int, default=10000, help="scale run (default 10000)"
+        "--scale", type=parse_non_negative_int, default=10000, help="scale run (default 10000)"
     )
     p.add_argument(
-        "--keygen-sample", type=_non_negative_int, default=200, help="keys per rate (200)"
+        "--keygen-sample", type=parse_non_negative_int, default=200, help="keys per rate (200)"
     )
     p.add_argument("--pool", type=Path, default=None, help="key pool dir (default: temporary)")
     p.add_argument("--tcp-port", type=int, default=5609, help="TCP port on each address")
@@ -572,7 +566,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--scale-per-device",
-        type=_non_negative_int,
+        type=parse_non_negative_int,
         default=0,
         metavar="N",
         help="also a scale run of N devices with their own sockets (at most what fits)",

@@ -127,6 +127,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from benchlib import machine_busy_s, process_cpu_s, quantile
+
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
@@ -136,7 +138,6 @@ SCRIPT: Final = str(Path(__file__).resolve())
 DRIVER_JS: Final = REPO_ROOT / "scripts" / "setup_load.js"
 CLIENTS: Final = REPO_ROOT / "tests" / "clients" / "node_modules"
 PEER_DIR: Final = CLIENTS / "softap-emulator-js"
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 STEPS: Final = ("deviceInfo", "scan", "publicKey", "setClaimCode", "configure", "connect")
 HOME: Final = {
     "ssid": "HomeNet",
@@ -165,43 +166,15 @@ class BenchError(Exception):
 # ==================================================================================
 # shared helpers
 # ==================================================================================
-def _quantile(ordered: Sequence[float], q: float) -> float | None:
-    """Nearest-rank quantile of sorted values (None when empty)."""
-    if not ordered:
-        return None
-    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
-    return ordered[index]
-
-
 def spread(values: Sequence[float], scale: float = 1.0) -> dict[str, Any]:
     """count, p50, p95, p99, max, mean (values multiplied by ``scale``)."""
     ordered = sorted(v * scale for v in values)
     out: dict[str, Any] = {"count": len(ordered)}
     for name, q in (("p50", 0.50), ("p95", 0.95), ("p99", 0.99)):
-        out[name] = _quantile(ordered, q)
+        out[name] = quantile(ordered, q)
     out["max"] = ordered[-1] if ordered else None
     out["mean"] = statistics.fmean(ordered) if ordered else None
     return out
-
-
-def process_cpu_s(pid: int) -> float:
-    """CPU seconds of one process, all threads: schedstat (ns) if available, else ticks."""
-    try:
-        total = 0.0
-        for task in Path(f"/proc/{pid}/task").iterdir():
-            with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                total += int((task / "schedstat").read_text().split()[0]) / 1e9
-        return total
-    except (OSError, ValueError, IndexError):
-        stat = Path(f"/proc/{pid}/stat").read_text()
-        fields = stat[stat.rindex(")") + 2 :].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-
-
-def machine_busy_s() -> float:
-    """CPU time all CPUs spent busy so far (``/proc/stat``: all but idle and iowait)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / CLK_TCK
 
 
 def free_port() -> int:
@@ -1457,9 +1430,9 @@ def write_chart(runs: Sequence[Run], path: str, args: argparse.Namespace) -> boo
                 if not values:
                     continue
                 xs.append(si - 0.42 + width * (j + 0.5))
-                p50s.append(_quantile(values, 0.5))
-                p95s.append(_quantile(values, 0.95))
-                p99s.append(_quantile(values, 0.99))
+                p50s.append(quantile(values, 0.5))
+                p95s.append(quantile(values, 0.95))
+                p99s.append(quantile(values, 0.99))
             colour = colours.get(r.label, "#333333")
             ax.bar(xs, p50s, width * 0.92, color=colour, alpha=0.9, label=r.label)
             ax.scatter(xs, p95s, marker="_", s=80, color="black", linewidths=1.2, zorder=3)

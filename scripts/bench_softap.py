@@ -100,6 +100,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
+from benchlib import CLK_TCK, machine_busy_s, positive_float, positive_int
+
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
 COMMANDS: Final = ("version", "device-id", "public-key", "scan-ap", "set")
@@ -131,7 +133,6 @@ RECV_BYTES: Final = 65536
 UNLIMITED_REQUESTS: Final = 10_000_000
 DEFAULT_REQUESTS: Final = 30_000
 DEFAULT_ROUNDS: Final = 3
-CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
 
 
 class BenchError(Exception):
@@ -194,12 +195,6 @@ def listen_overflows() -> int | None:
     if len(rows) < 2 or "ListenOverflows" not in rows[0]:
         return None
     return int(rows[1][rows[0].index("ListenOverflows")])
-
-
-def machine_busy_s() -> float:
-    """CPU time all CPUs spent busy so far (``/proc/stat``: all but idle and iowait)."""
-    values = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-    return (sum(values) - values[3] - values[4]) / CLK_TCK
 
 
 def tcp_request(command: str) -> bytes:
@@ -1134,20 +1129,6 @@ def parse_commands(text: str) -> tuple[str, ...]:
     return names
 
 
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, not {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    value = float(text)
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
-    return value
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="bench_softap.py",
@@ -1169,7 +1150,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=positive_int,
         default=50,
         help="concurrent clients; HTTP uses at most the device's socket "
         "count (10 on current firmware) for both servers "
@@ -1177,21 +1158,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--requests",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         help=f"measured commands per transport, server and round (default "
         f"{DEFAULT_REQUESTS}; with --duration, up to {UNLIMITED_REQUESTS:,})",
     )
     parser.add_argument(
         "--rounds",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_ROUNDS,
         help="measured windows per transport and server, alternating ours and "
         "bare so that background load hits both alike; summed (default: %(default)s)",
     )
     parser.add_argument(
         "--duration",
-        type=_positive_float,
+        type=positive_float,
         default=None,
         metavar="SECONDS",
         help="end each measured window after this long (or at --requests, whichever comes first)",
@@ -1221,7 +1202,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument(
         "--phase-timeout",
-        type=_positive_float,
+        type=positive_float,
         default=120.0,
         metavar="SECONDS",
         help="hard limit of any warm-up or measured phase (default: %(default)s)",
