@@ -106,12 +106,16 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchlib import (  # noqa: E402
+    BenchError,
     LagMonitor,
+    customer_tokens,
+    listen_overflows,
     memory_mib,
     positive_float,
     positive_int,
     process_cpu_s,
     quantile,
+    stop_child,
 )
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
@@ -150,10 +154,6 @@ OK_REPLY: Final = b'\n\n{"r":0}'
 HANDSHAKE_SEED_BASE: Final = 1_000_000
 
 
-class BenchError(Exception):
-    """Set-up failed: the benchmark cannot produce numbers."""
-
-
 # ==================================================================================
 # shared helpers
 # ==================================================================================
@@ -169,18 +169,6 @@ def _spread_ms(values: list[float]) -> dict[str, Any]:
         "max_ms": ordered[-1] * 1e3,
         "mean_ms": statistics.fmean(ordered) * 1e3,
     }
-
-
-def listen_overflows() -> int | None:
-    """Machine-wide SYNs dropped by full listen queues (``TcpExt ListenOverflows``)."""
-    try:
-        lines = [ln.split() for ln in Path("/proc/net/netstat").read_text().splitlines()]
-    except OSError:
-        return None
-    rows = [ln for ln in lines if ln and ln[0] == "TcpExt:"]
-    if len(rows) < 2 or "ListenOverflows" not in rows[0]:
-        return None
-    return int(rows[1][rows[0].index("ListenOverflows")])
 
 
 def raise_nofile(needed: int) -> dict[str, int]:
@@ -310,7 +298,6 @@ class CloudHost:
 
     async def claim_codes(self, count: int) -> list[str]:
         """``count`` customers of the product, a token each and a product claim code each."""
-        from softap_sim.cloud import auth
         from softap_sim.cloud import devices as registry
 
         cloud = self.service.cloud
@@ -319,23 +306,12 @@ class CloudHost:
         self._batch += 1
         product_id, client_id = self.product_id, self.client_id
 
-        def customers(conn: Any) -> list[str]:
-            tokens = []
-            for i in range(count):
-                email = f"bench-{batch}-{i}@example.com"
-                customer = auth.create_customer(conn, product_id, email, None, now)
-                body = auth.issue_tokens(
-                    conn,
-                    client_id=client_id,
-                    customer_id=customer["id"],
-                    product_id=product_id,
-                    scope=f"customer={email}",
-                    now=now,
-                )
-                tokens.append(str(body["access_token"]))
-            return tokens
-
-        tokens = await self.service.db.run(customers)
+        emails = [f"bench-{batch}-{i}@example.com" for i in range(count)]
+        tokens = await self.service.db.run(
+            lambda conn: customer_tokens(
+                conn, product_id=product_id, client_id=client_id, emails=emails, now=now
+            )
+        )
         principals = [await cloud.principal_for(token) for token in tokens]
 
         def codes(conn: Any) -> list[str]:
@@ -474,18 +450,7 @@ class CloudProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 2.0)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_child(proc, STOP_TIMEOUT_S)
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 2.0)

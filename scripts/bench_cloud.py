@@ -85,7 +85,15 @@ from typing import Any, Final
 
 import aiohttp
 from aiohttp import web
-from benchlib import CLK_TCK, LagMonitor, positive_float, positive_int, quantile
+from benchlib import (
+    CLK_TCK,
+    BenchError,
+    LagMonitor,
+    positive_float,
+    positive_int,
+    quantile,
+    stop_child,
+)
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
@@ -99,10 +107,6 @@ KDF_FREE: Final = ("client_credentials", "claim_code")
 ROLES: Final = ("ours", "bare")
 PRODUCT_SLUG: Final = "bench-product"
 CUSTOMER_PASSWORD: Final = "bench-password-1"  # a throwaway value in a temp database
-
-
-class BenchError(Exception):
-    """Set-up failed: the benchmark cannot produce numbers."""
 
 
 # ==================================================================================
@@ -356,18 +360,7 @@ class ServerProcess:
         proc, self._proc = self._proc, None
         if proc is None:
             return
-        if proc.stdin is not None:
-            with contextlib.suppress(OSError):
-                proc.stdin.close()
-        try:
-            await asyncio.wait_for(proc.wait(), STOP_TIMEOUT_S)
-        except TimeoutError:
-            proc.terminate()
-            try:
-                await asyncio.wait_for(proc.wait(), 2.0)
-            except TimeoutError:
-                proc.kill()
-                await proc.wait()
+        await stop_child(proc, STOP_TIMEOUT_S)
 
 
 # ==================================================================================

@@ -73,6 +73,8 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
+from benchlib import BenchError  # noqa: E402
+
 from softap_sim import event_loop  # noqa: E402
 from softap_sim.argtypes import parse_non_negative_int  # noqa: E402
 from softap_sim.errors import SimulatorError  # noqa: E402
@@ -87,10 +89,6 @@ READY_TARGET_S: Final = 5.0
 RSS_TARGET_MIB: Final = 1024.0
 REQUEST_TIMEOUT_S: Final = 30.0
 SCRIPT: Final = str(Path(__file__).resolve())
-
-
-class BenchError(Exception):
-    pass
 
 
 def rss_mib() -> dict[str, float]:

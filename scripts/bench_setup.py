@@ -127,7 +127,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from benchlib import machine_busy_s, process_cpu_s, quantile
+from benchlib import BenchError, customer_tokens, machine_busy_s, process_cpu_s, quantile, run_main
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
@@ -157,10 +157,6 @@ STALL_S: Final = {"fast": 60.0, "realistic": 120.0}
 RECYCLE_FORCE_S: Final = {"fast": 10.0, "realistic": 60.0}
 #: ours/theirs CPU per completed setup (``--target`` changes it for the run)
 CPU_TARGET = 1.0
-
-
-class BenchError(Exception):
-    """Set-up failed: the benchmark cannot produce numbers."""
 
 
 # ==================================================================================
@@ -391,29 +387,15 @@ class FleetHost:
         }
 
     async def _customers(self, client_id: str, count: int) -> list[Any]:
-        from softap_sim.cloud import auth
-
         service = self.service
         now = service.cloud.now()
         product_id = self.product_id
-
-        def work(conn: Any) -> list[str]:
-            tokens = []
-            for i in range(count):
-                email = f"bench-owner-{i}@example.com"
-                customer = auth.create_customer(conn, product_id, email, None, now)
-                body = auth.issue_tokens(
-                    conn,
-                    client_id=client_id,
-                    customer_id=customer["id"],
-                    product_id=product_id,
-                    scope=f"customer={email}",
-                    now=now,
-                )
-                tokens.append(str(body["access_token"]))
-            return tokens
-
-        tokens = await service.db.run(work)
+        emails = [f"bench-owner-{i}@example.com" for i in range(count)]
+        tokens = await service.db.run(
+            lambda conn: customer_tokens(
+                conn, product_id=product_id, client_id=client_id, emails=emails, now=now
+            )
+        )
         return [await service.cloud.principal_for(t) for t in tokens]
 
     async def _register(self, emu: Any) -> None:
@@ -1780,15 +1762,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve_main(args)
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        return run_benchmark(args)
-    except BenchError as err:
-        print(f"bench_setup: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench_setup: interrupted", file=sys.stderr)
-        return 130
+    return run_main("bench_setup", lambda: run_benchmark(args))
 
 
 if __name__ == "__main__":

@@ -100,7 +100,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from benchlib import CLK_TCK, machine_busy_s, positive_float, positive_int
+from benchlib import (
+    CLK_TCK,
+    BenchError,
+    listen_overflows,
+    machine_busy_s,
+    positive_float,
+    positive_int,
+    run_main,
+)
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
@@ -133,10 +141,6 @@ RECV_BYTES: Final = 65536
 UNLIMITED_REQUESTS: Final = 10_000_000
 DEFAULT_REQUESTS: Final = 30_000
 DEFAULT_ROUNDS: Final = 3
-
-
-class BenchError(Exception):
-    """Set-up or verification failed: the benchmark cannot produce valid numbers."""
 
 
 @dataclass(frozen=True)
@@ -179,22 +183,6 @@ class CpuSample:
     @property
     def seconds(self) -> float:
         return self.precise_s if self.precise_s is not None else self.ticks_s
-
-
-def listen_overflows() -> int | None:
-    """Machine-wide count of SYNs dropped because a listen queue was full, if known.
-
-    ``TcpExt ListenOverflows`` of ``/proc/net/netstat``: each such drop costs the client
-    a 1 s SYN retransmit, which caps throughput without costing the server any CPU.
-    """
-    try:
-        lines = [ln.split() for ln in Path("/proc/net/netstat").read_text().splitlines()]
-    except OSError:
-        return None
-    rows = [ln for ln in lines if ln and ln[0] == "TcpExt:"]
-    if len(rows) < 2 or "ListenOverflows" not in rows[0]:
-        return None
-    return int(rows[1][rows[0].index("ListenOverflows")])
 
 
 def tcp_request(command: str) -> bytes:
@@ -1670,16 +1658,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve_main(args)
-    # a SIGTERM should clean up like Ctrl-C does
-    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
-    try:
-        return run_benchmark(args)
-    except BenchError as err:
-        print(f"bench_softap: error: {err}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("bench_softap: interrupted", file=sys.stderr)
-        return 130
+    return run_main("bench_softap", lambda: run_benchmark(args))
 
 
 if __name__ == "__main__":

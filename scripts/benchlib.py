@@ -10,14 +10,33 @@ import argparse
 import asyncio
 import contextlib
 import os
+import signal
 import socket
 import statistics
-from collections.abc import Sequence
+import sys
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Final
 
 #: clock ticks per second of ``/proc`` times
 CLK_TCK: Final = os.sysconf("SC_CLK_TCK")
+
+
+class BenchError(Exception):
+    """Set-up or verification failed: the benchmark cannot produce numbers (exit 2)."""
+
+
+def run_main(name: str, run: Callable[[], int]) -> int:
+    """Run a benchmark: SIGTERM cleans up like Ctrl-C; set-up errors are one line, exit 2."""
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
+    try:
+        return run()
+    except BenchError as err:
+        print(f"{name}: error: {err}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{name}: interrupted", file=sys.stderr)
+        return 130
 
 
 def quantile(ordered: Sequence[float], q: float) -> float | None:
@@ -59,6 +78,22 @@ def memory_mib(pid: int) -> dict[str, float | None]:
     except (OSError, ValueError, IndexError):
         pass
     return out
+
+
+def listen_overflows() -> int | None:
+    """Machine-wide SYNs dropped by full listen queues (``TcpExt ListenOverflows``).
+
+    Each such drop costs the client a 1 s SYN retransmit, which caps throughput without
+    costing the server any CPU.
+    """
+    try:
+        lines = [ln.split() for ln in Path("/proc/net/netstat").read_text().splitlines()]
+    except OSError:
+        return None
+    rows = [ln for ln in lines if ln and ln[0] == "TcpExt:"]
+    if len(rows) < 2 or "ListenOverflows" not in rows[0]:
+        return None
+    return int(rows[1][rows[0].index("ListenOverflows")])
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -118,3 +153,41 @@ def positive_float(text: str) -> float:
     if not value > 0:
         raise argparse.ArgumentTypeError(f"must be a positive number, not {text}")
     return value
+
+
+async def stop_child(proc: asyncio.subprocess.Process, grace_s: float) -> None:
+    """End a child that stops when its stdin closes: then SIGTERM, then SIGKILL."""
+    if proc.stdin is not None:
+        with contextlib.suppress(OSError):
+            proc.stdin.close()
+    try:
+        await asyncio.wait_for(proc.wait(), grace_s)
+    except TimeoutError:
+        proc.terminate()
+        try:
+            await asyncio.wait_for(proc.wait(), 2.0)
+        except TimeoutError:
+            proc.kill()
+            await proc.wait()
+
+
+def customer_tokens(
+    conn: Any, *, product_id: int, client_id: str, emails: Sequence[str], now: float
+) -> list[str]:
+    """Create a customer per e-mail address and return an access token for each (one
+    database transaction: the caller runs this on the cloud's database thread)."""
+    from softap_sim.cloud import auth
+
+    tokens = []
+    for email in emails:
+        customer = auth.create_customer(conn, product_id, email, None, now)
+        body = auth.issue_tokens(
+            conn,
+            client_id=client_id,
+            customer_id=customer["id"],
+            product_id=product_id,
+            scope=f"customer={email}",
+            now=now,
+        )
+        tokens.append(str(body["access_token"]))
+    return tokens
