@@ -115,8 +115,12 @@ class Transcript:
     def _add(self, record: tuple[Any, ...]) -> None:
         self._ring.append(record)
         if self._fh is not None:
-            self._fh.write(json.dumps(_materialise(record, self.t0), ensure_ascii=True) + "\n")
-            self._fh.flush()
+            self._write(record)
+
+    def _write(self, record: tuple[Any, ...]) -> None:
+        assert self._fh is not None
+        self._fh.write(json.dumps(_materialise(record, self.t0), ensure_ascii=True) + "\n")
+        self._fh.flush()
 
     def exchange(
         self,
@@ -137,23 +141,24 @@ class Transcript:
         self.seq += 1
         # a set request carries the claim code: masked whenever the record is read or
         # written out (tokenising it here would cost every set a second jsmn run)
-        self._add(
-            (
-                "x",
-                self.seq,
-                t,
-                transport,
-                conn,
-                peer,
-                command,
-                request,
-                reply,
-                delivery,
-                state_before,
-                state_after,
-                _is_set(command),
-            )
+        record = (
+            "x",
+            self.seq,
+            t,
+            transport,
+            conn,
+            peer,
+            command,
+            request,
+            reply,
+            delivery,
+            state_before,
+            state_after,
+            command == "set" or _is_set(command),
         )
+        self._ring.append(record)  # _add, inlined: this runs for every command
+        if self._fh is not None:
+            self._write(record)
 
     def state(
         self, *, t: float, old: str, new: str, cause: str, led: str, detail: dict[str, Any]

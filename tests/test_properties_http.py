@@ -32,6 +32,8 @@ from firmware_model import (
 )
 from softap_sim.protocol.http import (
     KNOWN_MIME_TYPES,
+    MAX_PARSED_SEGMENT_BYTES,
+    MAX_PARSED_SEGMENTS,
     HttpConnection,
     HttpRequest,
     RouteKind,
@@ -463,6 +465,37 @@ def test_random_segments_never_crash_and_match_reference(segments: list[bytes]) 
 @given(segments=connections())
 def test_mutated_requests_match_reference_and_render_well_formed(segments: list[bytes]) -> None:
     run_connection(segments)
+
+
+@PROPS
+@given(segments=connections())
+def test_the_parse_cache_answers_what_parsing_answers(segments: list[bytes]) -> None:
+    """Bodyless requests are remembered per page table: a connection served from the
+    cache gets the same requests, in the same connection state, as one that parses."""
+    table = routes_for(ERAS[FirmwareEra.CURRENT])
+    for _ in range(2):  # the second pass hits the cache
+        cold = HttpConnection(routes_for(ERAS[FirmwareEra.CURRENT]), can_allocate)
+        warm = HttpConnection(table, can_allocate)
+        for seg in segments:
+            assert warm.receive_segment(seg) == cold.receive_segment(seg)
+            assert warm.is_pending() == cold.is_pending()
+    assert len(table.parsed) <= MAX_PARSED_SEGMENTS
+    for seg, req in table.parsed.items():
+        assert req.body == b""
+        assert len(seg) <= MAX_PARSED_SEGMENT_BYTES
+
+
+def test_the_parse_cache_is_bounded() -> None:
+    table = routes_for(ERAS[FirmwareEra.CURRENT])
+    codec = HttpConnection(table, can_allocate)
+    for i in range(3 * MAX_PARSED_SEGMENTS):
+        req = codec.receive_segment(b"GET /device-id?n=%d HTTP/1.1\r\n\r\n" % i)
+        assert req is not None
+        assert req.query == b"n=%d" % i
+        assert len(table.parsed) <= MAX_PARSED_SEGMENTS
+    post = b"POST /set HTTP/1.1\r\nContent-Length: 2\r\n\r\n{}"
+    assert codec.receive_segment(post) is not None
+    assert post not in table.parsed  # requests with a body are parsed every time
 
 
 @PROPS

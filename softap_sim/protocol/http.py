@@ -96,6 +96,12 @@ def _glob(pattern: bytes, text: bytes) -> bool:
     return p == len(pattern)
 
 
+#: the parse cache of a page table: segments of bodyless requests up to this size ...
+MAX_PARSED_SEGMENT_BYTES = 1024
+#: ... and at most this many of them (cleared when full)
+MAX_PARSED_SEGMENTS = 256
+
+
 class RouteTable(tuple[Route, ...]):
     """The page table in match order, plus a lookup for its leading exact routes.
 
@@ -106,10 +112,13 @@ class RouteTable(tuple[Route, ...]):
 
     exact: dict[bytes, Route]
     scan_from: int
+    #: bodyless requests already parsed, by their whole segment (see HttpConnection)
+    parsed: dict[bytes, HttpRequest]
 
     def __new__(cls, routes: tuple[Route, ...] | list[Route]) -> RouteTable:
         self = super().__new__(cls, routes)
         self.exact = {}
+        self.parsed = {}
         self.scan_from = len(self)
         for i, route in enumerate(self):
             if route.prefix or b"*" in route.pattern or b"?" in route.pattern:
@@ -158,7 +167,7 @@ def routes_for(profile: EraProfile) -> RouteTable:
 
 @dataclass(slots=True)
 class HttpRequest:
-    """A request the library accepted and routed."""
+    """A request the library accepted and routed (read-only: bodyless ones are shared)."""
 
     method: bytes
     #: the decoded URL path, query string removed
@@ -248,6 +257,10 @@ class HttpConnection:
             if self._remaining > 0:
                 return None
             return self._complete(bytes(self._pending_body))
+        parsed = self._routes.parsed
+        known = parsed.get(seg)
+        if known is not None:
+            return known
         if len(seg) < MIN_SEGMENT_BYTES or not seg.startswith(METHODS):
             return None
         version_at = seg.find(b" HTTP/1.1")
@@ -270,7 +283,15 @@ class HttpConnection:
             total = 0
         self._pending = (method, path, query if sep else None, route, close)
         if len(data) >= total:
-            return self._complete(data[:total])
+            req = self._complete(data[:total])
+            if total == 0 and len(seg) <= MAX_PARSED_SEGMENT_BYTES:
+                # Clients repeat the same GETs (device-id, public-key, scan-ap): the
+                # outcome is a function of the segment and the page table alone, and a
+                # complete request leaves the connection's state as it found it.
+                if len(parsed) >= MAX_PARSED_SEGMENTS:
+                    parsed.clear()
+                parsed[seg] = req
+            return req
         if self._can_allocate is not None and not self._can_allocate(total):
             # HTTPRequest::init: malloc of the multi-segment buffer failed -> 500
             return self._complete_failed()
