@@ -429,16 +429,18 @@ class DeviceEmulator:
         """Wait (event-driven) until the device is in one of ``states``.
 
         A state passed through while the caller was not scheduled still counts: the
-        waiter is woken at the change itself, not when it next looks.
+        waiter is woken at the change itself, not when it next looks. It returns once
+        the access-point changes asked for so far are carried out (:meth:`settle`), so
+        e.g. after ``ONLINE`` the listeners are really down.
         """
-        if self.device.state in states:
-            return
-        entry = (states, asyncio.get_running_loop().create_future())
-        self._state_waiters.append(entry)
-        try:
-            await asyncio.wait_for(entry[1], timeout_s)
-        finally:
-            self._state_waiters.remove(entry)
+        if self.device.state not in states:
+            entry = (states, asyncio.get_running_loop().create_future())
+            self._state_waiters.append(entry)
+            try:
+                await asyncio.wait_for(entry[1], timeout_s)
+            finally:
+                self._state_waiters.remove(entry)
+        await self.settle()
 
     def _elapsed(self) -> float:
         return (self.scheduler.now() - self._t0) if self.scheduler is not None else 0.0
