@@ -114,10 +114,15 @@ class CommandDispatcher:
         """Add the exchange to the transcript (a cheap tuple append on the hot path)."""
         transcript = self.transcript
         if transcript is not None and transcript.enabled:
-            # clients repeat the same requests: share one bytes object per distinct request
-            request = self._interned.setdefault(request, request)
-            if len(self._interned) > 4096:
-                self._interned.clear()
+            # Clients repeat the same requests and the device the same replies: the ring
+            # keeps one bytes object per distinct one. Besides memory, this lets each new
+            # reply buffer be freed at once and its memory reused while still in cache
+            # (10,000 kept replies of a few KB each otherwise stream through fresh memory).
+            interned = self._interned
+            request = interned.setdefault(request, request)
+            reply = interned.setdefault(reply, reply)
+            if len(interned) > 4096:
+                interned.clear()
             transcript.exchange(
                 self._now(),
                 transport,

@@ -389,6 +389,23 @@ async def test_passwords_never_appear(spec_config: SimConfig, tmp_path: Path) ->
 
 
 @pytest.mark.asyncio
+async def test_repeated_requests_and_replies_are_kept_once(spec_config: SimConfig) -> None:
+    """The ring shares one bytes object per distinct request and reply (memory, and the
+    reply buffers of a busy client are freed at once instead of kept 10,000 deep)."""
+    async with device(spec_config) as emu:
+        for _ in range(3):
+            await tcp_exchange(emu.tcp_address, frame("device-id"))
+        assert emu.transcript is not None
+        kept = [r for r in emu.transcript._ring if r[0] == "x"]
+        assert len(kept) == 3
+        assert kept[0][7] is kept[1][7] is kept[2][7]  # request
+        assert kept[0][8] is kept[1][8] is kept[2][8]  # reply
+        assert [r["reply"] for r in emu.transcript.records if r["type"] == "exchange"] == [
+            '\n\n{"id":"%s","c":"0"}' % SPEC_DEVICE_ID
+        ] * 3
+
+
+@pytest.mark.asyncio
 async def test_record_false_records_nothing(spec_config: SimConfig, tmp_path: Path) -> None:
     path = tmp_path / "t.jsonl"
     config = SimConfig(
