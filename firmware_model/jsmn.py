@@ -59,43 +59,35 @@ def token_array_sizes(needed: int) -> list[int]:
     return sizes
 
 
+_OBJECT = TokenType.OBJECT
+_ARRAY = TokenType.ARRAY
+_STRING = TokenType.STRING
+_PRIMITIVE = TokenType.PRIMITIVE
+#: bytes a primitive may hold: printable ASCII except its delimiters ``,:]}`` and space
+_PRIMITIVE_RUN = re.compile(rb"[\x21-\x2b\x2d-\x39\x3b-\x5c\x5e-\x7c\x7e]*").match
+#: what ends a primitive (jsmn_parse_primitive's "found" cases)
+_PRIMITIVE_END = frozenset(b":\t\r\n ,]}")
+
+
 def tokenize(js: bytes) -> tuple[list[Token], int]:
-    """Run jsmn over ``js``; returns the allocated tokens and jsmn's return value."""
+    """Run jsmn over ``js``; returns the allocated tokens and jsmn's return value.
+
+    ``jsmn_parse`` case by case (the branches are tried most frequent first); runs of
+    plain string or primitive bytes are skipped with one regex match each, which the
+    per-byte loop in ``tests/jsmn_reference.py`` checks on any input.
+    """
     tokens: list[Token] = []
+    append = tokens.append
+    #: indices of the open objects/arrays, innermost last: the tokens jsmn's backward
+    #: scans for ``start != -1 and end == -1`` find (only containers are ever open)
+    open_at: list[int] = []
     toksuper = -1
     pos = 0
     n = len(js)
     count = 0
     while pos < n:
         c = js[pos]
-        if c in (0x7B, 0x5B):  # { [
-            count += 1
-            tok = Token(TokenType.OBJECT if c == 0x7B else TokenType.ARRAY, start=pos)
-            tokens.append(tok)
-            if toksuper != -1:
-                tokens[toksuper].size += 1
-            toksuper = len(tokens) - 1
-        elif c in (0x7D, 0x5D):  # } ]
-            want = TokenType.OBJECT if c == 0x7D else TokenType.ARRAY
-            i = len(tokens) - 1
-            while i >= 0:
-                t = tokens[i]
-                if t.start != -1 and t.end == -1:
-                    if t.type != want:
-                        return tokens, JsmnError.INVAL
-                    toksuper = -1
-                    t.end = pos + 1
-                    break
-                i -= 1
-            if i == -1:
-                return tokens, JsmnError.INVAL
-            while i >= 0:
-                t = tokens[i]
-                if t.start != -1 and t.end == -1:
-                    toksuper = i
-                    break
-                i -= 1
-        elif c == 0x22:  # "
+        if c == 0x22:  # "
             start = pos
             pos += 1
             closed = False
@@ -104,9 +96,8 @@ def tokenize(js: bytes) -> tuple[list[Token], int]:
                 pos = run.end() if run is not None else pos
                 if pos >= n:
                     break
-                ch = js[pos]
-                if ch == 0x22:
-                    tokens.append(Token(TokenType.STRING, start + 1, pos))
+                if js[pos] == 0x22:
+                    append(Token(_STRING, start + 1, pos))
                     closed = True
                     break
                 if pos + 1 < n:  # a backslash with something after it
@@ -129,39 +120,43 @@ def tokenize(js: bytes) -> tuple[list[Token], int]:
             count += 1
             if toksuper != -1:
                 tokens[toksuper].size += 1
-        elif c in (0x09, 0x0D, 0x0A, 0x20):
-            pass
         elif c == 0x3A:  # :
             toksuper = len(tokens) - 1
         elif c == 0x2C:  # ,
-            if toksuper != -1 and tokens[toksuper].type not in (TokenType.ARRAY, TokenType.OBJECT):
-                for i in range(len(tokens) - 1, -1, -1):
-                    t = tokens[i]
-                    if (
-                        t.type in (TokenType.ARRAY, TokenType.OBJECT)
-                        and t.start != -1
-                        and t.end == -1
-                    ):
-                        toksuper = i
-                        break
-        else:
+            if toksuper != -1 and open_at and tokens[toksuper].type not in (_ARRAY, _OBJECT):
+                toksuper = open_at[-1]
+        elif c in (0x09, 0x0D, 0x0A, 0x20):
+            pass
+        elif c == 0x7B or c == 0x5B:  # { [
+            count += 1
+            append(Token(_OBJECT if c == 0x7B else _ARRAY, start=pos))
+            if toksuper != -1:
+                tokens[toksuper].size += 1
+            toksuper = len(tokens) - 1
+            open_at.append(toksuper)
+        elif c == 0x7D or c == 0x5D:  # } ]
+            if not open_at:
+                return tokens, JsmnError.INVAL
+            t = tokens[open_at[-1]]
+            if t.type != (_OBJECT if c == 0x7D else _ARRAY):
+                return tokens, JsmnError.INVAL
+            t.end = pos + 1
+            open_at.pop()
+            toksuper = open_at[-1] if open_at else -1
+        else:  # a primitive
             start = pos
-            while pos < n:
-                ch = js[pos]
-                if ch in (0x3A, 0x09, 0x0D, 0x0A, 0x20, 0x2C, 0x5D, 0x7D):
-                    break
-                if ch < 32 or ch >= 127:
-                    return tokens, JsmnError.INVAL
-                pos += 1
-            tokens.append(Token(TokenType.PRIMITIVE, start, pos))
+            run = _PRIMITIVE_RUN(js, pos)
+            pos = run.end() if run is not None else pos
+            if pos < n and js[pos] not in _PRIMITIVE_END:
+                return tokens, JsmnError.INVAL  # a control or non-ASCII byte
+            append(Token(_PRIMITIVE, start, pos))
             pos -= 1
             count += 1
             if toksuper != -1:
                 tokens[toksuper].size += 1
         pos += 1
-    for t in reversed(tokens):
-        if t.start != -1 and t.end == -1:
-            return tokens, JsmnError.PART
+    if open_at:
+        return tokens, JsmnError.PART
     return tokens, count
 
 

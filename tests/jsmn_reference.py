@@ -1,7 +1,8 @@
 """The per-byte jsmn port the firmware model used first, kept as a test oracle.
 
-``firmware_model.jsmn.tokenize`` skips runs of plain string bytes with a regex; this is
-the straight loop it must agree with on any input (tests/test_jsmn_fast.py).
+``firmware_model.jsmn.tokenize`` skips runs of plain string and primitive bytes with
+regexes and keeps a stack of open containers instead of scanning back; this is the
+straight loop of ``jsmn.c`` it must agree with on any input (tests/test_jsmn_fast.py).
 """
 
 from __future__ import annotations
