@@ -108,6 +108,7 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
 from benchlib import (  # noqa: E402
     BenchError,
     LagMonitor,
+    child_env,
     customer_tokens,
     listen_overflows,
     memory_mib,
@@ -398,10 +399,7 @@ class CloudProcess:
         return self._proc.pid
 
     async def start(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env = child_env(str(REPO_ROOT))
         self._proc = await asyncio.create_subprocess_exec(
             *self._argv,
             stdin=asyncio.subprocess.PIPE,

@@ -89,6 +89,7 @@ from benchlib import (
     CLK_TCK,
     BenchError,
     LagMonitor,
+    child_env,
     positive_float,
     positive_int,
     quantile,
@@ -322,10 +323,7 @@ class ServerProcess:
         return self._proc.pid
 
     async def start(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env = child_env(str(REPO_ROOT))
         self._proc = await asyncio.create_subprocess_exec(
             *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
         )

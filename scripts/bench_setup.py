@@ -127,7 +127,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
-from benchlib import BenchError, customer_tokens, machine_busy_s, process_cpu_s, quantile, run_main
+from benchlib import (
+    BenchError,
+    child_env,
+    customer_tokens,
+    machine_busy_s,
+    process_cpu_s,
+    quantile,
+    run_main,
+)
 
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
@@ -763,10 +771,7 @@ class OursProcess(LineChild):
         self.info: dict[str, Any] = {}
 
     def start(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p
-        )
+        env = child_env(str(REPO_ROOT))
         self.proc = subprocess.Popen(
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env, pass_fds=self._fds
         )

@@ -103,6 +103,7 @@ from typing import Any, Final
 from benchlib import (
     CLK_TCK,
     BenchError,
+    child_env,
     listen_overflows,
     machine_busy_s,
     positive_float,
@@ -419,10 +420,7 @@ class ServerProcess:
         return self._proc.pid
 
     def start(self) -> dict[str, Any]:
-        env = dict(os.environ)
-        env["PYTHONPATH"] = os.pathsep.join(
-            p for p in (self._pythonpath, env.get("PYTHONPATH", "")) if p
-        )
+        env = child_env(self._pythonpath)
         self._proc = subprocess.Popen(
             self._argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=env
         )

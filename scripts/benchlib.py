@@ -96,6 +96,14 @@ def listen_overflows() -> int | None:
     return int(rows[1][rows[0].index("ListenOverflows")])
 
 
+def child_env(first_path: str) -> dict[str, str]:
+    """This environment with ``first_path`` at the front of ``PYTHONPATH`` (so a child
+    process imports the code under test from there)."""
+    env = dict(os.environ)
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (first_path, env.get("PYTHONPATH", "")) if p)
+    return env
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     """A port nothing listens on now (for a child process to bind)."""
     with socket.socket() as sock:
