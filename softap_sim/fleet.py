@@ -225,31 +225,32 @@ def choose_listeners(requested: ListenerMode, mode: str, count: int) -> str:
     ``auto`` takes it while the hard limit allows, and shared listeners beyond that
     when they work here (own loopback addresses, Linux).
     """
-    if requested == "shared" or (requested == "auto" and mode == "loopback"):
-        hard = nofile_hard_limit()
-        fits = hard is None or hard >= 2 * count + FD_RESERVE
-        why_not = shared_ports_supported()
-        if mode != "loopback":
-            why_not = (
-                "shared listeners need the devices' own loopback addresses, not port "
-                "offsets: drop --port-offset, or use --listeners per-device"
-            )
-        if requested == "shared" or not fits:
-            if why_not is None:
-                if requested == "auto":
-                    log.info(
-                        "%d devices need %d open files with their own sockets, the hard "
-                        "limit is %s: one shared socket per port instead",
-                        count,
-                        2 * count + FD_RESERVE,
-                        hard,
-                    )
-                ensure_nofile(0, reserve=hard or FD_RESERVE)
-                return "shared"
-            if requested == "shared":
-                raise ConfigError(why_not)
-    ensure_nofile(count)
-    return "per-device"
+    if requested == "per-device":
+        ensure_nofile(count)
+        return "per-device"
+    why_not = (
+        shared_ports_supported()
+        if mode == "loopback"
+        else "shared listeners need the devices' own loopback addresses, not port "
+        "offsets: drop --port-offset, or use --listeners per-device"
+    )
+    hard = nofile_hard_limit()
+    if requested == "shared":
+        if why_not is not None:
+            raise ConfigError(why_not)
+    elif why_not is not None or hard is None or hard >= 2 * count + FD_RESERVE:
+        ensure_nofile(count)  # auto, and own sockets fit (or shared ones do not work here)
+        return "per-device"
+    else:
+        log.info(
+            "%d devices need %d open files with their own sockets, the hard limit is %s: "
+            "one shared socket per port instead",
+            count,
+            2 * count + FD_RESERVE,
+            hard,
+        )
+    ensure_nofile(0, reserve=hard or FD_RESERVE)
+    return "shared"
 
 
 def ensure_nofile(count: int, reserve: int = FD_RESERVE) -> int:

@@ -154,7 +154,7 @@ class Transcript:
             delivery,
             state_before,
             state_after,
-            command == "set" or _is_set(command),
+            _is_set(command),
         )
         self._ring.append(record)  # _add, inlined: this runs for every command
         if self._fh is not None:
