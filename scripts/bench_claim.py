@@ -43,9 +43,9 @@ no measured cost; it only saves set-up time.
    distinct identity ``DeviceIdentity.generate(random.Random(i))``, a pool key, port-0
    listeners, the radio environment ``HomeNet`` and the cloud's endpoint and public key.
    All N are registered (one batch) before any powers on. The cloud makes N shadow
-   customers (``auth.create_customer``), a customer token each (``auth.issue_tokens``,
-   resolved by ``cloud.principal_for`` like the REST API does) and a product claim code
-   each (``devices.create_claim_code``). Over the device's own raw TCP protocol (port
+   customers and a customer token each (``CloudBackend.create_customers_with_tokens``,
+   resolved by ``backend.principal_for`` like the REST API does) and a product claim code
+   each (``CloudBackend.create_claim_codes``). Over the device's own raw TCP protocol (port
    5609 emulated on a free port) each device gets ``set`` (the claim code) and
    ``configure-ap`` (the Wi-Fi password RSA-encrypted to the device's key); then
    ``connect-ap`` is sent to all N at once. The time is measured from the moment the
@@ -269,7 +269,7 @@ class CloudHost:
         self.product_id = int(created["product"]["id"])
         self.client_id = str(created["client"]["id"])
         server = await self.service.serve_devices(HOST, 0)
-        self.service.cloud.subscribers.add(self._on_event)
+        self.service.backend.subscribers.add(self._on_event)
         self.monitor = LagMonitor(asyncio.get_running_loop(), self._tick_s)
         self.monitor.start()
         return {
@@ -284,44 +284,26 @@ class CloudHost:
 
     async def register(self, keys: list[str], devices: list[list[Any]]) -> int:
         """Register ``[device_id, key index]`` pairs in one transaction."""
-        from softap_sim.cloud import devices as registry
-
-        now = self.service.cloud.now()
-
-        def work(conn: Any) -> int:
-            for device_id, index in devices:
-                registry.register_device(
-                    conn, device_id=str(device_id), public_key_pem=keys[int(index)], now=now
-                )
-            return len(devices)
-
-        return await self.service.db.run(work)
+        errors = await self.service.backend.register_devices(
+            (str(device_id), keys[int(index)]) for device_id, index in devices
+        )
+        failed = [e for e in errors if e is not None]
+        if failed:
+            raise BenchError(f"cannot register {len(failed)} devices: {failed[0]}")
+        return len(devices)
 
     async def claim_codes(self, count: int) -> list[str]:
         """``count`` customers of the product, a token each and a product claim code each."""
-        from softap_sim.cloud import devices as registry
-
-        cloud = self.service.cloud
-        now = cloud.now()
+        backend = self.service.backend
         batch = self._batch
         self._batch += 1
         product_id, client_id = self.product_id, self.client_id
-
         emails = [f"bench-{batch}-{i}@example.com" for i in range(count)]
-        tokens = await self.service.db.run(
-            lambda conn: customer_tokens(
-                conn, product_id=product_id, client_id=client_id, emails=emails, now=now
-            )
+        tokens = await customer_tokens(
+            backend, product_id=product_id, client_id=client_id, emails=emails
         )
-        principals = [await cloud.principal_for(token) for token in tokens]
-
-        def codes(conn: Any) -> list[str]:
-            return [
-                registry.create_claim_code(conn, p, product_id=product_id, now=now)[0]
-                for p in principals
-            ]
-
-        return await self.service.db.run(codes)
+        principals = [await backend.principal_for(token) for token in tokens]
+        return await backend.create_claim_codes(principals, product_id)
 
     def counters(self) -> dict[str, Any]:
         assert self.monitor is not None

@@ -14,7 +14,7 @@ serves until its stdin closes:
 * ``ours``: ``CloudService(<temp dir>)``, the real configuration: a file-backed SQLite
   database in WAL mode behind its worker thread, bootstrapped on first start (the
   default product and its two-legged OAuth client), plus ``--concurrency`` customers
-  with passwords made with ``softap_sim.cloud.auth.create_customer`` before the server
+  with passwords made with ``CloudBackend.create_customers_with_tokens`` before the server
   starts;
 * ``bare``: a plain aiohttp app with the same routes that parses the same request
   (form for ``/oauth/token``, JSON and a Bearer header for the claim route) and answers
@@ -191,7 +191,6 @@ async def _start_ours(
     db_timer: DbTimer,
     closers: list[Callable[[], Awaitable[None]]],
 ) -> dict[str, Any]:
-    from softap_sim.cloud import auth
     from softap_sim.cloud.service import CloudService
 
     service = CloudService(state_dir)
@@ -209,7 +208,6 @@ async def _start_ours(
             db_timer.transactions += 1
 
     db._transaction = timed  # type: ignore[method-assign]
-    now = service.cloud.now()
     emails = [f"bench-{i}@example.com" for i in range(concurrency)]
 
     created = service.created_credentials
@@ -217,16 +215,15 @@ async def _start_ours(
         raise BenchError(f"{state_dir} was not a fresh state directory")
     product_id = int(created["product"]["id"])
 
-    def setup(conn: Any) -> dict[str, Any]:
-        for email in emails:
-            auth.create_customer(conn, product_id, email, CUSTOMER_PASSWORD, now)
-        return {
-            "product": created["product"]["slug"],
-            "client_id": created["client"]["id"],
-            "client_secret": created["client"]["secret"],
-        }
-
-    creds = await db.run(setup)
+    client_id = str(created["client"]["id"])
+    await service.backend.create_customers_with_tokens(
+        product_id, client_id, emails, CUSTOMER_PASSWORD
+    )
+    creds = {
+        "product": created["product"]["slug"],
+        "client_id": client_id,
+        "client_secret": created["client"]["secret"],
+    }
     db_timer.take()
     server = await service.serve(HOST, 0)
     return {"role": "ours", "url": server.url, "customers": emails, **creds}

@@ -265,7 +265,7 @@ class FleetHost:
                 raise BenchError("the cloud database was not fresh")
             self.product_id = int(created["product"]["id"])
             await self.service.serve_devices(HOST, 0)
-            self.service.cloud.subscribers.add(self._on_cloud_event)
+            self.service.backend.subscribers.add(self._on_cloud_event)
             principals = await self._customers(str(created["client"]["id"]), args.devices)
         if "persistent" in args.tweak:
             self._tmp = tempfile.TemporaryDirectory(prefix="bench-setup-state-")
@@ -395,16 +395,12 @@ class FleetHost:
         }
 
     async def _customers(self, client_id: str, count: int) -> list[Any]:
-        service = self.service
-        now = service.cloud.now()
-        product_id = self.product_id
+        backend = self.service.backend
         emails = [f"bench-owner-{i}@example.com" for i in range(count)]
-        tokens = await service.db.run(
-            lambda conn: customer_tokens(
-                conn, product_id=product_id, client_id=client_id, emails=emails, now=now
-            )
+        tokens = await customer_tokens(
+            backend, product_id=self.product_id, client_id=client_id, emails=emails
         )
-        return [await service.cloud.principal_for(t) for t in tokens]
+        return [await backend.principal_for(t) for t in tokens]
 
     async def _register(self, emu: Any) -> None:
         device = emu.device
@@ -442,15 +438,7 @@ class FleetHost:
             self.emit({"ev": "ready", "d": slot.index})
 
     async def _offer_with_code(self, slot: Slot) -> None:
-        from softap_sim.cloud import devices as registry
-
-        now = self.service.cloud.now()
-        principal, product_id = slot.principal, self.product_id
-        code = await self.service.db.run(
-            lambda conn: registry.create_claim_code(
-                conn, principal, product_id=product_id, now=now
-            )[0]
-        )
+        code, _ids = await self.service.backend.create_claim_code(slot.principal, self.product_id)
         self.emit({"ev": "ready", "d": slot.index, "code": code})
 
     def recycle(self, index: int) -> None:

@@ -179,23 +179,12 @@ async def stop_child(proc: asyncio.subprocess.Process, grace_s: float) -> None:
             await proc.wait()
 
 
-def customer_tokens(
-    conn: Any, *, product_id: int, client_id: str, emails: Sequence[str], now: float
+async def customer_tokens(
+    backend: Any, *, product_id: int, client_id: str, emails: Sequence[str]
 ) -> list[str]:
     """Create a customer per e-mail address and return an access token for each (one
-    database transaction: the caller runs this on the cloud's database thread)."""
-    from softap_sim.cloud import auth
-
-    tokens = []
-    for email in emails:
-        customer = auth.create_customer(conn, product_id, email, None, now)
-        body = auth.issue_tokens(
-            conn,
-            client_id=client_id,
-            customer_id=customer["id"],
-            product_id=product_id,
-            scope=f"customer={email}",
-            now=now,
-        )
-        tokens.append(str(body["access_token"]))
+    database transaction, through ``CloudBackend.create_customers_with_tokens``)."""
+    tokens: list[str] = await backend.create_customers_with_tokens(
+        product_id, client_id, list(emails)
+    )
     return tokens

@@ -12,13 +12,18 @@ import contextlib
 import json
 import signal
 import sys
-import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from softap_sim.argtypes import parse_port
 from softap_sim.config import default_state_dir
 from softap_sim.errors import SimulatorError
+
+if TYPE_CHECKING:
+    from softap_sim.cloud.backend import CloudBackend
+
+T = TypeVar("T")
 
 DEFAULT_CLOUD_PORT = 8181
 #: the console presets (cloud-api.md §2), by their short CLI names
@@ -136,8 +141,9 @@ async def _serve_async(args: argparse.Namespace) -> int:
             ) from None
         if service.created_credentials:
             print_credentials(service.created_credentials, service.credentials_path)
+        where = service.db.path or "in memory"
         print(
-            f"softap-sim cloud: REST API on {server.url} (database {service.db.path})\n"
+            f"softap-sim cloud: REST API on {server.url} (database {where})\n"
             "Press Ctrl-C to stop.",
             flush=True,
         )
@@ -157,53 +163,50 @@ def _serve(args: argparse.Namespace) -> int:
     return asyncio.run(_serve_async(args))
 
 
-def _with_db(args: argparse.Namespace, fn: Any) -> Any:
-    from softap_sim.cloud import auth
+def _with_backend(args: argparse.Namespace, fn: Callable[[CloudBackend], Awaitable[T]]) -> T:
+    """Run one backend job on the state directory's database (bootstrapped if new)."""
+    from softap_sim.cloud.backend import CloudBackend
     from softap_sim.cloud.db import Database
 
-    state_dir = _state_dir(args)
-    db = Database(state_dir / "cloud.sqlite3")
-    db.open_sync()
-    try:
-        now = time.time()
-        db.run_sync(lambda conn: auth.bootstrap(conn, now))
-        return db.run_sync(fn)
-    finally:
-        db.close_sync()
+    async def job() -> T:
+        db = Database(_state_dir(args) / "cloud.sqlite3")
+        await db.open()
+        try:
+            backend = CloudBackend(db)
+            await backend.bootstrap()
+            return await fn(backend)
+        finally:
+            await db.close()
+
+    return asyncio.run(job())
 
 
-def _product(conn: Any, ref: str | None) -> Any:
-    from softap_sim.cloud.core import find_product
-
-    if ref is None:
-        row = conn.execute("SELECT * FROM products ORDER BY id LIMIT 1").fetchone()
-    else:
-        row = find_product(conn, ref)
+async def _product(backend: CloudBackend, ref: str | None) -> dict[str, Any]:
+    row = await (backend.first_product() if ref is None else backend.product_row(ref))
     if row is None:
         raise SimulatorError(f"no product {ref!r}; list them with 'softap-sim cloud client list'")
     return row
 
 
 def _client_create(args: argparse.Namespace) -> int:
-    from softap_sim.cloud import auth
     from softap_sim.cloud.errors import CloudError
 
     if args.preset == "web" and not args.redirect_uri:
         raise SimulatorError("a web client needs --redirect-uri")
 
-    def create(conn: Any) -> tuple[dict[str, Any], str]:
-        product = _product(conn, args.product)
-        return auth.create_preset_client(
-            conn,
-            PRESETS[args.preset],
+    async def create(backend: CloudBackend) -> tuple[dict[str, Any], str]:
+        product = await _product(backend, args.product)
+        return await backend.create_client(
+            preset=PRESETS[args.preset],
             name=args.name,
+            type="",
+            scope=None,
             product_id=product["id"],
             redirect_uri=args.redirect_uri,
-            now=time.time(),
         )
 
     try:
-        row, secret = _with_db(args, create)
+        row, secret = _with_backend(args, create)
     except CloudError as err:
         raise SimulatorError(err.description) from None
     print(json.dumps({**row, "secret": secret}, indent=2, sort_keys=True))
@@ -212,15 +215,15 @@ def _client_create(args: argparse.Namespace) -> int:
 
 
 def _client_list(args: argparse.Namespace) -> int:
-    def rows(conn: Any) -> list[dict[str, Any]]:
-        sql = "SELECT id, name, type, scope, product_id, redirect_uri FROM clients"
-        params: tuple[Any, ...] = ()
+    async def rows(backend: CloudBackend) -> list[dict[str, Any]]:
+        product_id = None
         if args.product is not None:
-            sql += " WHERE product_id = ?"
-            params = (_product(conn, args.product)["id"],)
-        return [dict(r) for r in conn.execute(sql + " ORDER BY created_at, rowid", params)]
+            product_id = (await _product(backend, args.product))["id"]
+        found = await backend.list_clients(product_id=product_id)
+        keys = ("id", "name", "type", "scope", "product_id", "redirect_uri")
+        return [{k: c[k] for k in keys} for c in found]
 
-    result = _with_db(args, rows)
+    result = _with_backend(args, rows)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -233,9 +236,7 @@ def _client_list(args: argparse.Namespace) -> int:
 
 
 def _client_delete(args: argparse.Namespace) -> int:
-    from softap_sim.cloud import auth
-
-    found = _with_db(args, lambda conn: auth.delete_client(conn, args.client_id))
+    found = _with_backend(args, lambda backend: backend.delete_client(args.client_id))
     if not found:
         raise SimulatorError(f"no client {args.client_id!r}")
     print(f"deleted client {args.client_id}")
@@ -243,27 +244,11 @@ def _client_delete(args: argparse.Namespace) -> int:
 
 
 def _customer_list(args: argparse.Namespace) -> int:
-    def rows(conn: Any) -> list[dict[str, Any]]:
-        product = _product(conn, args.product)
-        return [
-            {
-                "id": r["id"],
-                "email": r["email"],
-                "shadow": r["password_hash"] is None,
-                "devices": [
-                    d["id"]
-                    for d in conn.execute(
-                        "SELECT id FROM devices WHERE owner_customer_id = ?", (r["id"],)
-                    )
-                ],
-            }
-            for r in conn.execute(
-                "SELECT * FROM customers WHERE product_id = ? ORDER BY created_at, rowid",
-                (product["id"],),
-            )
-        ]
+    async def rows(backend: CloudBackend) -> list[dict[str, Any]]:
+        product = await _product(backend, args.product)
+        return await backend.customer_summaries(product["id"])
 
-    result = _with_db(args, rows)
+    result = _with_backend(args, rows)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

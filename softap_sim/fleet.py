@@ -82,12 +82,13 @@ from typing import TYPE_CHECKING, Any, Final, Self
 from firmware_model import Clock, Dct, DeviceIdentity, DeviceKey, StateChanged
 from firmware_model.eras import ERAS
 from softap_sim import argtypes, event_loop
+from softap_sim.atomic import atomic_write
 from softap_sim.config import SimConfig
 from softap_sim.errors import ConfigError, SimulatorError, StateError
 from softap_sim.keypool import KeyPool, default_pool_dir, generate_pems, load_pool_key
 from softap_sim.listeners import SharedPorts, shared_ports_supported
 from softap_sim.scenario import NAME_RE, TOP_LEVEL_KEYS, Scenario, load_scenario
-from softap_sim.state import DCT_FILE, KEY_FILE, StateStore, atomic_write
+from softap_sim.state import DCT_FILE, KEY_FILE, StateStore
 
 if TYPE_CHECKING:
     from softap_sim.cloud.service import CloudService
@@ -491,30 +492,12 @@ class _Registrar:
         await fut
 
     async def _flush(self) -> None:
-        from softap_sim.cloud import devices as registry
-
         await asyncio.sleep(0)  # let the other starts of this wave queue up
+        backend = self._cloud.backend
         while self._pending:
             batch, self._pending = self._pending, []
-            now = self._cloud.cloud.now()
-
-            def work(
-                conn: Any, batch: list[tuple[str, str, Any]] = batch, now: float = now
-            ) -> list[str | None]:
-                errors: list[str | None] = []
-                for device_id, pem, _fut in batch:
-                    try:
-                        registry.register_device(
-                            conn, device_id=device_id, public_key_pem=pem, now=now
-                        )
-                    except Exception as err:  # a Conflict: that device only
-                        errors.append(str(err))
-                    else:
-                        errors.append(None)
-                return errors
-
             try:
-                results = await self._cloud.db.run(work)
+                results = await backend.register_devices((d, pem) for d, pem, _f in batch)
             except Exception as err:
                 for *_x, fut in batch:
                     if not fut.done():

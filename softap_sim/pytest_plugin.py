@@ -1076,8 +1076,8 @@ class SoftapCloud:
     """The local cloud of one test (``softap_cloud``), in memory.
 
     Attributes:
-        service: the :class:`~softap_sim.cloud.service.CloudService` (``service.cloud``
-            is the backend, ``service.db.run(fn)`` runs model functions).
+        service: the :class:`~softap_sim.cloud.service.CloudService`.
+        backend: its :class:`~softap_sim.cloud.backend.CloudBackend` (the verbs).
         url: the REST API's base URL (point particle-api-js or requests at it).
         device_address: the device endpoint (Photon protocol, TCP).
         product: the default product (slug ``softap-sim``) and its server client.
@@ -1090,6 +1090,7 @@ class SoftapCloud:
         assert service.server is not None
         assert service.device_server is not None
         self.service = service
+        self.backend = service.backend
         self.url = service.server.url
         self.device_address = (service.device_server.host, service.device_server.port)
         self.product = CloudProduct(
@@ -1106,29 +1107,15 @@ class SoftapCloud:
     def server_public_key_pem(self) -> bytes:
         return self.service.server_public_key_pem
 
-    async def _run(self, fn: Callable[[Any, float], Any]) -> Any:
-        now = self.service.cloud.now()
-        return await self.service.db.run(lambda conn: fn(conn, now))
-
     async def create_product(self, name: str, *, slug: str | None = None) -> CloudProduct:
         """A new product owned by the developer, with a two-legged client, in one call."""
         import re
 
-        from softap_sim.cloud import auth
-
         slug = slug or re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-") or "product"
-
-        def work(conn: Any, now: float) -> CloudProduct:
-            product = auth.create_product(conn, name, slug, self.developer["id"], now)
-            client, secret = auth.create_preset_client(
-                conn, "two-legged", name=f"{name} server", product_id=product["id"], now=now
-            )
-            return CloudProduct(
-                product["id"], product["slug"], product["name"], client["id"], secret
-            )
-
-        result: CloudProduct = await self._run(work)
-        return result
+        product, client, secret = await self.backend.create_product_with_client(
+            name, slug, self.developer["id"]
+        )
+        return CloudProduct(product["id"], product["slug"], product["name"], client["id"], secret)
 
     async def create_client(
         self,
@@ -1138,19 +1125,12 @@ class SoftapCloud:
         product: CloudProduct | None = None,
     ) -> CloudClient:
         """An OAuth client of a product (presets: two-legged, simple-auth-mobile/-web)."""
-        from softap_sim.cloud import auth
-
         pid = (product or self.product).id
         redirect = "http://127.0.0.1/callback" if preset == "simple-auth-web" else None
-
-        def work(conn: Any, now: float) -> CloudClient:
-            client, secret = auth.create_preset_client(
-                conn, preset, name=name, product_id=pid, redirect_uri=redirect, now=now
-            )
-            return CloudClient(client["id"], secret, preset, pid)
-
-        result: CloudClient = await self._run(work)
-        return result
+        client, secret = await self.backend.create_client(
+            preset=preset, name=name, type="", scope=None, product_id=pid, redirect_uri=redirect
+        )
+        return CloudClient(client["id"], secret, preset, pid)
 
     async def customer(
         self, email: str, *, password: str | None = None, product: CloudProduct | None = None
@@ -1160,45 +1140,21 @@ class SoftapCloud:
         The token is what ``POST /oauth/token`` with the product's two-legged client and
         ``scope=customer=<email>`` returns.
         """
-        from softap_sim.cloud import auth
-
         prod = product or self.product
-
-        def work(conn: Any, now: float) -> CloudCustomer:
-            cust = auth.create_customer(conn, prod.id, email, password, now)
-            tokens = auth.issue_tokens(
-                conn,
-                client_id=prod.client_id,
-                customer_id=cust["id"],
-                product_id=prod.id,
-                scope=f"customer={cust['email']}",
-                now=now,
-            )
-            return CloudCustomer(
-                tokens["access_token"],
-                cust["id"],
-                cust["email"],
-                prod.id,
-                tokens.get("refresh_token"),
-            )
-
-        result: CloudCustomer = await self._run(work)
-        return result
+        cust, tokens = await self.backend.create_customer_with_token(
+            prod.id, prod.client_id, email, password
+        )
+        return CloudCustomer(
+            tokens["access_token"], cust["id"], cust["email"], prod.id, tokens.get("refresh_token")
+        )
 
     async def claim_code(self, owner: CloudCustomer | str) -> str:
         """A fresh 63-character claim code for a customer (or any user/customer token)."""
-        from softap_sim.cloud import devices
-
         token = owner.token if isinstance(owner, CloudCustomer) else owner
-        principal = await self.service.cloud.principal_for(token)
+        principal = await self.backend.principal_for(token)
         product_id = principal.product_id if principal.is_customer else None
-
-        def work(conn: Any, now: float) -> str:
-            code, _ids = devices.create_claim_code(conn, principal, product_id=product_id, now=now)
-            return code
-
-        result: str = await self._run(work)
-        return result
+        code, _ids = await self.backend.create_claim_code(principal, product_id)
+        return code
 
     def device_config(self, config: SimConfig) -> SimConfig:
         """``config`` pointed at this cloud (endpoint and server key, as in a device's DCT)."""
@@ -1242,27 +1198,13 @@ class SoftapCloud:
             ):
                 claimed.set_result(None)
 
-        def owner(conn: Any, now: float) -> dict[str, Any] | None:
-            row = conn.execute(
-                "SELECT owner_user_id, owner_customer_id, product_id FROM devices WHERE id = ?",
-                (device_id,),
-            ).fetchone()
-            if row is None or (row[0] is None and row[1] is None):
-                return None
-            return {
-                "device_id": device_id,
-                "user_id": row[0],
-                "customer_id": row[1],
-                "product_id": row[2],
-            }
-
-        subscribers = self.service.cloud.subscribers
+        subscribers = self.backend.subscribers
         subscribers.add(on_event)
         try:
-            found: dict[str, Any] | None = await self._run(owner)
+            found = await self.backend.device_owner(device_id)
             if found is None:
                 await asyncio.wait_for(claimed, timeout_s)
-                found = await self._run(owner)
+                found = await self.backend.device_owner(device_id)
         finally:
             subscribers.discard(on_event)
         assert found is not None

@@ -12,38 +12,17 @@ import json
 import logging
 import os
 import random
-import tempfile
 from pathlib import Path
 
 from firmware_model import Dct, DctFormatError, DeviceIdentity, DeviceKey
 from firmware_model.eras import ERAS, FirmwareEra
+from softap_sim.atomic import atomic_write
 from softap_sim.errors import StateError
 
 log = logging.getLogger(__name__)
 
 DCT_FILE = "device.json"
 KEY_FILE = "device_key.pem"
-
-
-def atomic_write(path: Path, data: bytes, mode: int = 0o600) -> None:
-    """Write ``data`` to ``path`` so that a crash leaves the old or the new content."""
-    directory = path.parent
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        os.fchmod(fd, mode)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        Path(tmp).replace(path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
 
 
 class StateStore:

@@ -21,11 +21,12 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from softap_sim.cloud import auth, hashing
+from softap_sim.cloud import hashing, models, policy
 from softap_sim.cloud.app import CloudServer
-from softap_sim.cloud.core import Cloud, Principal
+from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.errors import CloudError, InvalidRequest, InvalidScope, NotFound
+from softap_sim.cloud.principal import Principal
 
 T = TypeVar("T")
 T0 = 1_700_000_000.0
@@ -71,7 +72,7 @@ class Reply:
 
 @dataclass
 class Env:
-    cloud: Cloud
+    cloud: CloudBackend
     server: CloudServer
     session: aiohttp.ClientSession
     clock: Clock
@@ -221,8 +222,8 @@ async def env() -> AsyncIterator[Env]:
     clock = Clock()
     db = Database(None)
     await db.open()
-    cloud = Cloud(db=db, now=clock)
-    seed = await db.run(lambda c: auth.bootstrap(c, clock()))
+    cloud = CloudBackend(db=db, now=clock)
+    seed = await db.run(lambda c: models.seed.bootstrap(c, clock()))
     assert seed is not None
     server = CloudServer(cloud, "127.0.0.1", 0)
     await server.start()
@@ -267,9 +268,9 @@ async def test_bootstrap_seeds_once_and_returns_plain_credentials_once() -> None
     db = Database(None)
     await db.open()
     try:
-        seed = await db.run(lambda c: auth.bootstrap(c, T0))
+        seed = await db.run(lambda c: models.seed.bootstrap(c, T0))
         assert seed is not None
-        assert seed["user"]["email"] == auth.DEFAULT_DEVELOPER_EMAIL
+        assert seed["user"]["email"] == models.seed.DEFAULT_DEVELOPER_EMAIL
         assert len(seed["user"]["password"]) >= 16
         assert seed["product"] == {"id": 10001, "slug": "softap-sim", "name": "softap-sim product"}
         assert re.match(r"^softap-sim-server-[0-9a-f]{8}$", seed["client"]["id"])
@@ -278,8 +279,8 @@ async def test_bootstrap_seeds_once_and_returns_plain_credentials_once() -> None
             {"id": "particle-api", "secret": "particle-api"},
             {"id": "particle", "secret": "particle"},
         ]
-        assert await db.run(lambda c: auth.bootstrap(c, T0 + 1)) is None
-        clients = await db.run(lambda c: auth.list_clients(c))
+        assert await db.run(lambda c: models.seed.bootstrap(c, T0 + 1)) is None
+        clients = await db.run(lambda c: models.clients.list_clients(c))
         assert {c["id"] for c in clients} == {"particle-api", "particle", seed["client"]["id"]}
         two_legged = next(c for c in clients if c["product_id"] == 10001)
         assert (two_legged["type"], two_legged["scope"]) == ("installed", "")
@@ -290,9 +291,9 @@ async def test_bootstrap_seeds_once_and_returns_plain_credentials_once() -> None
         assert hashes["particle"].startswith("scrypt$")
         assert hashes["particle-api"].startswith("scrypt$")
         assert hashes[seed["client"]["id"]] == hashing.digest(seed["client"]["secret"])
-        assert await db.run(lambda c: auth.authenticate_client(c, "particle", "particle"))
-        assert not await db.run(lambda c: auth.authenticate_client(c, "particle", "x"))
-        assert not await db.run(lambda c: auth.authenticate_client(c, "nobody", "x"))
+        assert await db.run(lambda c: models.clients.authenticate_client(c, "particle", "particle"))
+        assert not await db.run(lambda c: models.clients.authenticate_client(c, "particle", "x"))
+        assert not await db.run(lambda c: models.clients.authenticate_client(c, "nobody", "x"))
     finally:
         await db.close()
 
@@ -302,28 +303,32 @@ async def test_model_products_clients_and_presets() -> None:
     db = Database(None)
     await db.open()
     try:
-        user = await db.run(lambda c: auth.create_user(c, "Dev@Example.com", "pw", T0))
+        user = await db.run(lambda c: models.accounts.create_user(c, "Dev@Example.com", "pw", T0))
         assert user["email"] == "dev@example.com"
         with pytest.raises(InvalidRequest, match="User already exists"):
-            await db.run(lambda c: auth.create_user(c, "DEV@example.com", "pw", T0))
-        p1 = await db.run(lambda c: auth.create_product(c, "Lamp", "lamp", user["id"], T0))
-        p2 = await db.run(lambda c: auth.create_product(c, "Fan", "Fan-2", None, T0))
+            await db.run(lambda c: models.accounts.create_user(c, "DEV@example.com", "pw", T0))
+        p1 = await db.run(
+            lambda c: models.accounts.create_product(c, "Lamp", "lamp", user["id"], T0)
+        )
+        p2 = await db.run(lambda c: models.accounts.create_product(c, "Fan", "Fan-2", None, T0))
         assert (p1["id"], p2["id"], p2["slug"]) == (10001, 10002, "fan-2")
         for bad in ("12345", "-x", "a b", "", "x" * 64):
             with pytest.raises(InvalidRequest, match="Invalid product slug"):
-                await db.run(lambda c, s=bad: auth.create_product(c, "X", s, None, T0))  # type: ignore[misc]
+                await db.run(lambda c, s=bad: models.accounts.create_product(c, "X", s, None, T0))  # type: ignore[misc]
         with pytest.raises(InvalidRequest, match="already exists"):
-            await db.run(lambda c: auth.create_product(c, "Lamp", "LAMP", None, T0))
-        assert (await db.run(lambda c: auth.get_product(c, "LaMp")) or {})["id"] == 10001
-        assert (await db.run(lambda c: auth.get_product(c, 10002)) or {})["slug"] == "fan-2"
+            await db.run(lambda c: models.accounts.create_product(c, "Lamp", "LAMP", None, T0))
+        assert (await db.run(lambda c: models.accounts.get_product(c, "LaMp")) or {})["id"] == 10001
+        assert (await db.run(lambda c: models.accounts.get_product(c, 10002)) or {})[
+            "slug"
+        ] == "fan-2"
 
         mobile, s1 = await db.run(
-            lambda c: auth.create_preset_client(
+            lambda c: models.clients.create_preset_client(
                 c, "simple-auth-mobile", name="My App!", product_id=10001, now=T0
             )
         )
         assert re.match(r"^my-app-[0-9a-f]{8}$", mobile["id"])
-        assert auth.CLIENT_ID_RE.match(mobile["id"])
+        assert policy.CLIENT_ID_RE.match(mobile["id"])
         assert (mobile["type"], mobile["scope"], mobile["redirect_uri"]) == (
             "installed",
             "customers:create",
@@ -331,7 +336,7 @@ async def test_model_products_clients_and_presets() -> None:
         )
         assert TOKEN_RE.match(s1)
         web_, _ = await db.run(
-            lambda c: auth.create_preset_client(
+            lambda c: models.clients.create_preset_client(
                 c,
                 "simple-auth-web",
                 name="Web",
@@ -342,48 +347,55 @@ async def test_model_products_clients_and_presets() -> None:
         )
         assert (web_["type"], web_["redirect_uri"]) == ("web", "https://app.example/cb")
         server, _ = await db.run(
-            lambda c: auth.create_preset_client(
+            lambda c: models.clients.create_preset_client(
                 c, "two-legged", name="S", product_id=10001, client_id="srv_1", now=T0
             )
         )
         assert (server["id"], server["scope"]) == ("srv_1", "")
         with pytest.raises(InvalidRequest, match="Unknown client preset"):
             await db.run(
-                lambda c: auth.create_preset_client(c, "nope", name="x", product_id=None, now=T0)
+                lambda c: models.clients.create_preset_client(
+                    c, "nope", name="x", product_id=None, now=T0
+                )
             )
         with pytest.raises(InvalidRequest, match="Invalid client id"):
             await db.run(
-                lambda c: auth.create_client(
+                lambda c: models.clients.create_client(
                     c, name="x", type="installed", scope="", client_id="A!", now=T0
                 )
             )
         with pytest.raises(InvalidRequest, match="already exists"):
             await db.run(
-                lambda c: auth.create_client(
+                lambda c: models.clients.create_client(
                     c, name="x", type="installed", scope="", client_id="SRV_1", now=T0
                 )
             )
         with pytest.raises(InvalidScope):
             await db.run(
-                lambda c: auth.create_client(c, name="x", type="installed", scope="admin", now=T0)
+                lambda c: models.clients.create_client(
+                    c, name="x", type="installed", scope="admin", now=T0
+                )
             )
         legacy, _ = await db.run(
-            lambda c: auth.create_client(
+            lambda c: models.clients.create_client(
                 c, name="old", type="installed", scope="create_customer", product_id=10001, now=T0
             )
         )
-        assert auth.is_customer_creation_only(legacy["scope"])
-        assert not auth.is_customer_creation_only("customers:create *:*")
+        assert policy.is_customer_creation_only(legacy["scope"])
+        assert not policy.is_customer_creation_only("customers:create *:*")
         assert [
-            c["id"] for c in await db.run(lambda c: auth.list_clients(c, product_id=10002))
+            c["id"]
+            for c in await db.run(lambda c: models.clients.list_clients(c, product_id=10002))
         ] == []
-        assert len(await db.run(lambda c: auth.list_clients(c, product_id=10001))) == 4
-        upd = await db.run(lambda c: auth.update_client(c, "srv_1", name="Renamed", scope="*:*"))
+        assert len(await db.run(lambda c: models.clients.list_clients(c, product_id=10001))) == 4
+        upd = await db.run(
+            lambda c: models.clients.update_client(c, "srv_1", name="Renamed", scope="*:*")
+        )
         assert (upd["name"], upd["scope"]) == ("Renamed", "*:*")
-        upd = await db.run(lambda c: auth.update_client(c, "srv_1", scope="none"))
+        upd = await db.run(lambda c: models.clients.update_client(c, "srv_1", scope="none"))
         assert upd["scope"] == ""
-        assert await db.run(lambda c: auth.delete_client(c, "SRV_1")) is True
-        assert await db.run(lambda c: auth.delete_client(c, "srv_1")) is False
+        assert await db.run(lambda c: models.clients.delete_client(c, "SRV_1")) is True
+        assert await db.run(lambda c: models.clients.delete_client(c, "srv_1")) is False
     finally:
         await db.close()
 
@@ -393,32 +405,36 @@ async def test_model_tokens_customers_and_revocation() -> None:
     db = Database(None)
     await db.open()
     try:
-        await db.run(lambda c: auth.bootstrap(c, T0))
-        cust = await db.run(lambda c: auth.create_customer(c, 10001, "A@B.c", None, T0))
+        await db.run(lambda c: models.seed.bootstrap(c, T0))
+        cust = await db.run(lambda c: models.customers.create_customer(c, 10001, "A@B.c", None, T0))
         assert (cust["email"], cust["shadow"]) == ("a@b.c", True)
         with pytest.raises(InvalidRequest, match="Customer already exists"):
-            await db.run(lambda c: auth.create_customer(c, 10001, "a@b.C", "pw", T0))
+            await db.run(lambda c: models.customers.create_customer(c, 10001, "a@b.C", "pw", T0))
         with pytest.raises(NotFound, match="Product not found"):
-            await db.run(lambda c: auth.create_customer(c, 999, "x@y.z", "pw", T0))
+            await db.run(lambda c: models.customers.create_customer(c, 999, "x@y.z", "pw", T0))
 
         tok = await db.run(
-            lambda c: auth.issue_tokens(
+            lambda c: models.tokens.issue_tokens(
                 c, client_id="particle", customer_id=cust["id"], product_id=10001, now=T0
             )
         )
         assert_token_json(tok)
         never = await db.run(
-            lambda c: auth.issue_tokens(c, client_id="particle", user_id="u", expires_in=0, now=T0)
+            lambda c: models.tokens.issue_tokens(
+                c, client_id="particle", user_id="u", expires_in=0, now=T0
+            )
         )
         assert_token_json(never, expires_in=0, refresh=False)
         at = await db.run(
-            lambda c: auth.issue_tokens(
+            lambda c: models.tokens.issue_tokens(
                 c, client_id="particle", user_id="u", expires_at=T0 + 3600, scope="x=y", now=T0
             )
         )
         assert (at["expires_in"], at["scope"]) == (3600, "x=y")
         with pytest.raises(InvalidRequest):
-            await db.run(lambda c: auth.issue_tokens(c, client_id="p", expires_at=T0 - 1, now=T0))
+            await db.run(
+                lambda c: models.tokens.issue_tokens(c, client_id="p", expires_at=T0 - 1, now=T0)
+            )
         rows = await db.run(
             lambda c: [
                 dict(r)
@@ -432,15 +448,15 @@ async def test_model_tokens_customers_and_revocation() -> None:
         assert access["expires_at"] == T0 + 7_776_000
         assert refresh["expires_at"] == T0 + 14 * DAY
 
-        await db.run(lambda c: auth.revoke_customer(c, cust["id"]))
+        await db.run(lambda c: models.customers.revoke_customer(c, cust["id"]))
         left = await db.run(
             lambda c: c.execute(
                 "SELECT COUNT(*) FROM tokens WHERE customer_id = ?", (cust["id"],)
             ).fetchone()[0]
         )
         assert left == 0
-        assert await db.run(lambda c: auth.revoke_token(c, never["access_token"]))
-        assert not await db.run(lambda c: auth.revoke_token(c, never["access_token"]))
+        assert await db.run(lambda c: models.tokens.revoke_token(c, never["access_token"]))
+        assert not await db.run(lambda c: models.tokens.revoke_token(c, never["access_token"]))
     finally:
         await db.close()
 
@@ -451,7 +467,7 @@ async def test_production_kdf_parameters(monkeypatch: pytest.MonkeyPatch) -> Non
     db = Database(None)
     await db.open()
     try:
-        user = await db.run(lambda c: auth.create_user(c, "kdf@x.y", "pw-kdf", T0))
+        user = await db.run(lambda c: models.accounts.create_user(c, "kdf@x.y", "pw-kdf", T0))
         stored = await db.run(
             lambda c: c.execute(
                 "SELECT password_hash FROM users WHERE id = ?", (user["id"],)
@@ -912,9 +928,9 @@ async def test_customer_scope_needs_a_product_client(env: Env) -> None:
 @pytest.mark.asyncio
 async def test_customer_scope_of_another_products_customer(env: Env) -> None:
     other = await env.db(
-        lambda c: auth.create_product(c, "Other", "other", env.seed["user"]["id"], T0)
+        lambda c: models.accounts.create_product(c, "Other", "other", env.seed["user"]["id"], T0)
     )
-    await env.db(lambda c: auth.create_customer(c, other["id"], "them@x.y", None, T0))
+    await env.db(lambda c: models.customers.create_customer(c, other["id"], "them@x.y", None, T0))
     cid, secret = env.server_client
     r = await env.token(
         grant_type="client_credentials",
@@ -1191,10 +1207,10 @@ async def test_duplicate_customer_is_rejected_case_insensitively(env: Env) -> No
 @pytest.mark.asyncio
 async def test_same_email_in_two_products(env: Env) -> None:
     other = await env.db(
-        lambda c: auth.create_product(c, "Other", "other", env.seed["user"]["id"], T0)
+        lambda c: models.accounts.create_product(c, "Other", "other", env.seed["user"]["id"], T0)
     )
     client, secret = await env.db(
-        lambda c: auth.create_preset_client(
+        lambda c: models.clients.create_preset_client(
             c, "two-legged", name="o", product_id=other["id"], now=T0
         )
     )
@@ -1279,7 +1295,7 @@ async def test_create_customer_unknown_product(env: Env) -> None:
 @pytest.mark.asyncio
 async def test_create_customer_bad_client(env: Env) -> None:
     cid, _ = env.server_client
-    other = await env.db(lambda c: auth.create_product(c, "Other", "other", None, T0))
+    other = await env.db(lambda c: models.accounts.create_product(c, "Other", "other", None, T0))
     before = await env.counts()
     path = f"/v1/products/{env.product_id}/customers"
     form = {"email": "x@y.z", "no_password": "true"}
@@ -1309,7 +1325,7 @@ async def test_create_customer_bad_client(env: Env) -> None:
         assert_oauth_error(r, status, expected)
     # a client of another product
     oc, osecret = await env.db(
-        lambda c: auth.create_preset_client(
+        lambda c: models.clients.create_preset_client(
             c, "two-legged", name="o", product_id=other["id"], now=T0
         )
     )
@@ -1333,9 +1349,11 @@ async def test_create_customer_with_a_product_admin_token(env: Env) -> None:
     principal = await env.cloud.principal_for(r.body["access_token"])
     assert (principal.kind, principal.client_id) == ("customer", "particle-api")
     # a customer token, or another user's token, may not
-    other_user = await env.db(lambda c: auth.create_user(c, "other@x.y", "other-pw", T0))
+    other_user = await env.db(lambda c: models.accounts.create_user(c, "other@x.y", "other-pw", T0))
     other_tok = await env.db(
-        lambda c: auth.issue_tokens(c, client_id="particle", user_id=other_user["id"], now=T0)
+        lambda c: models.tokens.issue_tokens(
+            c, client_id="particle", user_id=other_user["id"], now=T0
+        )
     )
     for tok in (r.body["access_token"], other_tok["access_token"]):
         bad = await env.call(
@@ -1579,7 +1597,7 @@ async def test_user_clients_crud(env: Env) -> None:
     client = r.body["client"]
     assert set(r.body) == {"ok", "client"}
     assert set(client) == {"name", "type", "id", "secret"}
-    assert auth.CLIENT_ID_RE.match(client["id"])
+    assert policy.CLIENT_ID_RE.match(client["id"])
     assert TOKEN_RE.match(client["secret"])
     env.secrets.add(client["secret"])
     assert (await env.counts())["clients"] == before["clients"] + 1
@@ -1718,10 +1736,12 @@ async def test_product_clients_crud_and_scope_update(env: Env) -> None:
 async def test_client_routes_permissions(env: Env) -> None:
     user_tok = (await env.login_user())["access_token"]
     cust_tok = (await env.create_customer("c@x.y")).body["access_token"]
-    other_user = await env.db(lambda c: auth.create_user(c, "other@x.y", "other-pw", T0))
+    other_user = await env.db(lambda c: models.accounts.create_user(c, "other@x.y", "other-pw", T0))
     other_tok = (
         await env.db(
-            lambda c: auth.issue_tokens(c, client_id="particle", user_id=other_user["id"], now=T0)
+            lambda c: models.tokens.issue_tokens(
+                c, client_id="particle", user_id=other_user["id"], now=T0
+            )
         )
     )["access_token"]
     product_tok = (
@@ -1911,7 +1931,7 @@ async def test_no_plain_secret_is_stored_or_logged(
     env.secrets.add("customer-password-2")
     await env.call("DELETE", f"/v1/access_tokens/{login['access_token']}")
     user_client = await env.db(
-        lambda c: auth.create_client(
+        lambda c: models.clients.create_client(
             c, name="chosen", type="installed", scope="", secret="chosen-secret-9", now=T0
         )
     )
@@ -1976,16 +1996,16 @@ def test_grant_allowed_table() -> None:
     }
     for (scope, product), expected in rows.items():
         for grant, allowed in expected.items():
-            assert auth.grant_allowed(client(scope, product), grant) is allowed, (scope, grant)
+            assert policy.grant_allowed(client(scope, product), grant) is allowed, (scope, grant)
 
 
 def test_is_product_admin() -> None:
     product = {"id": 10001, "owner_user_id": "u1"}
-    assert auth.is_product_admin(Principal("user", "h", "c", user_id="u1"), product)
-    assert not auth.is_product_admin(Principal("user", "h", "c", user_id="u2"), product)
-    assert auth.is_product_admin(Principal("client", "h", "c", product_id=10001), product)
-    assert not auth.is_product_admin(Principal("client", "h", "c", product_id=10002), product)
-    assert not auth.is_product_admin(
+    assert policy.is_product_admin(Principal("user", "h", "c", user_id="u1"), product)
+    assert not policy.is_product_admin(Principal("user", "h", "c", user_id="u2"), product)
+    assert policy.is_product_admin(Principal("client", "h", "c", product_id=10001), product)
+    assert not policy.is_product_admin(Principal("client", "h", "c", product_id=10002), product)
+    assert not policy.is_product_admin(
         Principal("customer", "h", "c", customer_id="x", product_id=10001), product
     )
 

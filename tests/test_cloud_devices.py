@@ -25,9 +25,9 @@ from aiohttp.test_utils import make_mocked_request
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from softap_sim.cloud import devices, hashing
+from softap_sim.cloud import events, hashing, models, routes, views
 from softap_sim.cloud.app import CloudServer, make_app
-from softap_sim.cloud.core import CLAIM_CODE_LIFETIME_S, Cloud, OfflineLink, Principal
+from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import SCHEMA, Database
 from softap_sim.cloud.errors import (
     CloudError,
@@ -37,6 +37,9 @@ from softap_sim.cloud.errors import (
     InvalidRequest,
     NotFound,
 )
+from softap_sim.cloud.handlers import events as handlers_events
+from softap_sim.cloud.models.claims import CLAIM_CODE_LIFETIME_S
+from softap_sim.cloud.principal import OfflineLink, Principal
 
 T0 = 1_700_000_000.0
 T0_ISO = "2023-11-14T22:13:20.000Z"
@@ -130,7 +133,7 @@ def seed(conn: sqlite3.Connection) -> None:
             (DEV_WIDGET, WIDGET, None, None),
         ]
     ):
-        devices.register_device(
+        models.devices.register_device(
             conn, device_id=dev, public_key_pem=KEY, product_id=product, now=T0 + i
         )
         conn.execute(
@@ -167,7 +170,7 @@ def device(conn: sqlite3.Connection, device_id: str) -> sqlite3.Row:
 # models: registry
 # =====================================================================================
 def test_register_device_creates_a_row_with_defaults(conn: sqlite3.Connection) -> None:
-    row = devices.register_device(
+    row = models.devices.register_device(
         conn, device_id="ABCDEF0123456789ABCDEF01", public_key_pem=KEY, now=T0
     )
     assert row["id"] == "abcdef0123456789abcdef01"
@@ -178,13 +181,13 @@ def test_register_device_creates_a_row_with_defaults(conn: sqlite3.Connection) -
     assert row["owner_user_id"] is None
     assert row["public_key_pem"] == KEY
     assert row["created_at"] == T0
-    assert devices.device_public_key(conn, "abcdef0123456789abcdef01") == KEY
-    assert devices.device_public_key(conn, UNKNOWN) is None
+    assert models.devices.device_public_key(conn, "abcdef0123456789abcdef01") == KEY
+    assert models.devices.device_public_key(conn, UNKNOWN) is None
 
 
 def test_register_device_is_idempotent_for_the_same_key(conn: sqlite3.Connection) -> None:
     before = snapshot(conn)
-    again = devices.register_device(
+    again = models.devices.register_device(
         conn, device_id=DEV_FREE, public_key_pem=KEY_PKCS1, name="renamed", now=T0 + 99
     )
     assert again["name"] == "photon_0000f1"
@@ -195,7 +198,7 @@ def test_register_device_is_idempotent_for_the_same_key(conn: sqlite3.Connection
 def test_register_device_refuses_a_different_key(conn: sqlite3.Connection) -> None:
     before = snapshot(conn)
     with pytest.raises(Conflict) as err:
-        devices.register_device(conn, device_id=DEV_FREE, public_key_pem=OTHER_KEY, now=T0)
+        models.devices.register_device(conn, device_id=DEV_FREE, public_key_pem=OTHER_KEY, now=T0)
     assert err.value.status == 400
     assert err.value.body() == {
         "error": "conflict",
@@ -225,19 +228,19 @@ def test_register_device_rejects_malformed_input(
     args: dict[str, Any] = {"device_id": "1" * 24, "public_key_pem": KEY, "now": T0}
     args.update(kwargs)
     with pytest.raises(InvalidRequest, match=message):
-        devices.register_device(conn, **args)
+        models.devices.register_device(conn, **args)
     assert snapshot(conn) == before
 
 
 def test_register_device_into_a_product_with_a_name(conn: sqlite3.Connection) -> None:
-    row = devices.register_device(
+    row = models.devices.register_device(
         conn, device_id="2" * 24, public_key_pem=KEY, name="kitchen", product_id=WIDGET, now=T0
     )
     assert (row["name"], row["product_id"]) == ("kitchen", WIDGET)
 
 
 def test_set_device_online_and_offline(conn: sqlite3.Connection) -> None:
-    row = devices.set_device_online(
+    row = models.devices.set_device_online(
         conn, DEV_FREE, True, T0 + 50, ip="192.0.2.7", functions=["f"], variables={"v": "bool"}
     )
     assert row["online"] == 1
@@ -246,9 +249,9 @@ def test_set_device_online_and_offline(conn: sqlite3.Connection) -> None:
     assert row["last_ip_address"] == "192.0.2.7"
     assert json.loads(row["functions"]) == ["f"]
     assert json.loads(row["variables"]) == {"v": "bool"}
-    row = devices.set_device_online(conn, DEV_FREE, True, T0 + 60)  # keeps what it knew
+    row = models.devices.set_device_online(conn, DEV_FREE, True, T0 + 60)  # keeps what it knew
     assert (row["last_ip_address"], json.loads(row["functions"])) == ("192.0.2.7", ["f"])
-    row = devices.set_device_online(conn, DEV_FREE, False, T0 + 70)
+    row = models.devices.set_device_online(conn, DEV_FREE, False, T0 + 70)
     assert (row["online"], row["last_heard"], row["last_handshake_at"]) == (0, T0 + 70, T0 + 60)
 
 
@@ -257,11 +260,11 @@ def test_set_device_online_rejects_bad_input_and_unknown_devices(
 ) -> None:
     before = snapshot(conn)
     with pytest.raises(InvalidRequest):
-        devices.set_device_online(conn, DEV_FREE, True, T0, variables={"v": "float"})
+        models.devices.set_device_online(conn, DEV_FREE, True, T0, variables={"v": "float"})
     with pytest.raises(InvalidRequest):
-        devices.set_device_online(conn, DEV_FREE, True, T0, functions=[""])
+        models.devices.set_device_online(conn, DEV_FREE, True, T0, functions=[""])
     with pytest.raises(NotFound):
-        devices.set_device_online(conn, UNKNOWN, True, T0)
+        models.devices.set_device_online(conn, UNKNOWN, True, T0)
     assert snapshot(conn) == before
 
 
@@ -272,7 +275,7 @@ CLAIM_ALPHABET = set(string.ascii_letters + string.digits + "+/")
 
 
 def test_claim_code_shape_storage_and_device_ids(conn: sqlite3.Connection) -> None:
-    code, ids = devices.create_claim_code(conn, P_ALICE, now=T0)
+    code, ids = models.claims.create_claim_code(conn, P_ALICE, now=T0)
     assert len(code) == 63
     assert set(code) <= CLAIM_ALPHABET
     assert ids == [DEV_ALICE]
@@ -292,12 +295,12 @@ def test_claim_code_shape_storage_and_device_ids(conn: sqlite3.Connection) -> No
 
 
 def test_claim_codes_are_distinct(conn: sqlite3.Connection) -> None:
-    codes = {devices.create_claim_code(conn, P_ALICE, now=T0)[0] for _ in range(20)}
+    codes = {models.claims.create_claim_code(conn, P_ALICE, now=T0)[0] for _ in range(20)}
     assert len(codes) == 20
 
 
 def test_product_claim_code_for_its_customer(conn: sqlite3.Connection) -> None:
-    code, ids = devices.create_claim_code(conn, P_CAROL, product_id=WIDGET, now=T0)
+    code, ids = models.claims.create_claim_code(conn, P_CAROL, product_id=WIDGET, now=T0)
     assert ids == [DEV_CAROL]
     row = conn.execute("SELECT * FROM claim_codes").fetchone()
     assert (row["user_id"], row["customer_id"], row["product_id"]) == (None, CAROL, WIDGET)
@@ -307,7 +310,7 @@ def test_product_claim_code_for_its_customer(conn: sqlite3.Connection) -> None:
 def test_customer_claim_code_on_the_user_route_is_the_customers(
     conn: sqlite3.Connection,
 ) -> None:
-    _code, ids = devices.create_claim_code(conn, P_DAVE, now=T0)
+    _code, ids = models.claims.create_claim_code(conn, P_DAVE, now=T0)
     assert ids == []
     row = conn.execute("SELECT * FROM claim_codes").fetchone()
     assert (row["customer_id"], row["product_id"]) == (DAVE, GADGET)
@@ -327,13 +330,13 @@ def test_claim_code_refused(
     conn: sqlite3.Connection, principal: Principal, product_id: int | None
 ) -> None:
     with pytest.raises(Forbidden):
-        devices.create_claim_code(conn, principal, product_id=product_id, now=T0)
+        models.claims.create_claim_code(conn, principal, product_id=product_id, now=T0)
     assert conn.execute("SELECT COUNT(*) FROM claim_codes").fetchone()[0] == 0
 
 
 def test_consume_claim_code_makes_the_creator_the_owner(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
-    info = devices.consume_claim_code(conn, code, DEV_FREE, T0 + 10)
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
+    info = models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 10)
     assert info == {
         "device_id": DEV_FREE,
         "user_id": ALICE,
@@ -343,15 +346,15 @@ def test_consume_claim_code_makes_the_creator_the_owner(conn: sqlite3.Connection
     assert device(conn, DEV_FREE)["owner_user_id"] == ALICE
     row = conn.execute("SELECT used_at, device_id FROM claim_codes").fetchone()
     assert tuple(row) == (T0 + 10, DEV_FREE)
-    _, ids = devices.create_claim_code(conn, P_ALICE, now=T0 + 20)
+    _, ids = models.claims.create_claim_code(conn, P_ALICE, now=T0 + 20)
     assert ids == [DEV_ALICE, DEV_FREE]
 
 
 def test_consume_product_code_makes_the_customer_owner_and_joins_the_product(
     conn: sqlite3.Connection,
 ) -> None:
-    code, _ = devices.create_claim_code(conn, P_DAVE, product_id=GADGET, now=T0)
-    info = devices.consume_claim_code(conn, code, DEV_FREE, T0 + 1)
+    code, _ = models.claims.create_claim_code(conn, P_DAVE, product_id=GADGET, now=T0)
+    info = models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 1)
     assert info == {
         "device_id": DEV_FREE,
         "user_id": None,
@@ -367,10 +370,10 @@ def test_consume_product_code_makes_the_customer_owner_and_joins_the_product(
 
 
 def test_claim_code_is_single_use(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_CAROL, product_id=WIDGET, now=T0)
-    assert devices.consume_claim_code(conn, code, DEV_WIDGET, T0 + 1) is not None
+    code, _ = models.claims.create_claim_code(conn, P_CAROL, product_id=WIDGET, now=T0)
+    assert models.claims.consume_claim_code(conn, code, DEV_WIDGET, T0 + 1) is not None
     before = snapshot(conn)
-    assert devices.consume_claim_code(conn, code, DEV_FREE, T0 + 2) is None
+    assert models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 2) is None
     assert snapshot(conn) == before
     assert device(conn, DEV_FREE)["owner_customer_id"] is None
 
@@ -379,50 +382,52 @@ def test_same_device_resending_a_used_code_gets_the_owner_again(
     conn: sqlite3.Connection,
 ) -> None:
     """The device re-sends its code after every handshake until it sees the confirm."""
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
-    first = devices.consume_claim_code(conn, code, DEV_FREE, T0 + 1)
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
+    first = models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 1)
     before = snapshot(conn)
-    assert devices.consume_claim_code(conn, code, DEV_FREE, T0 + 7200) == first
+    assert models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 7200) == first
     assert snapshot(conn) == before
-    devices.unclaim_device(conn, P_ALICE, DEV_FREE)  # after an unclaim the old code is dead
-    assert devices.consume_claim_code(conn, code, DEV_FREE, T0 + 7201) is None
+    models.claims.unclaim_device(conn, P_ALICE, DEV_FREE)  # after an unclaim the old code is dead
+    assert models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 7201) is None
 
 
 def test_claim_code_expires_after_one_hour(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
     before = snapshot(conn)
-    assert devices.consume_claim_code(conn, code, DEV_FREE, T0 + CLAIM_CODE_LIFETIME_S) is None
+    assert (
+        models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + CLAIM_CODE_LIFETIME_S) is None
+    )
     assert snapshot(conn) == before
-    code2, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
-    assert devices.consume_claim_code(conn, code2, DEV_FREE, T0 + 3599.9) is not None
+    code2, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
+    assert models.claims.consume_claim_code(conn, code2, DEV_FREE, T0 + 3599.9) is not None
 
 
 def test_unknown_code_or_unregistered_device(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
     before = snapshot(conn)
-    assert devices.consume_claim_code(conn, "x" * 63, DEV_FREE, T0) is None
-    assert devices.consume_claim_code(conn, code, UNKNOWN, T0) is None
+    assert models.claims.consume_claim_code(conn, "x" * 63, DEV_FREE, T0) is None
+    assert models.claims.consume_claim_code(conn, code, UNKNOWN, T0) is None
     assert snapshot(conn) == before
 
 
 def test_device_owned_by_someone_else_is_not_taken_over(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
     before = snapshot(conn)
-    assert devices.consume_claim_code(conn, code, DEV_BOB, T0 + 1) is None
+    assert models.claims.consume_claim_code(conn, code, DEV_BOB, T0 + 1) is None
     assert snapshot(conn) == before  # Bob still owns it and the code is still unused
-    assert devices.consume_claim_code(conn, code, DEV_FREE, T0 + 2) is not None
+    assert models.claims.consume_claim_code(conn, code, DEV_FREE, T0 + 2) is not None
 
 
 def test_takeover_only_when_allowed(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
-    info = devices.consume_claim_code(conn, code, DEV_BOB, T0 + 1, allow_takeover=True)
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
+    info = models.claims.consume_claim_code(conn, code, DEV_BOB, T0 + 1, allow_takeover=True)
     assert info is not None
     assert device(conn, DEV_BOB)["owner_user_id"] == ALICE
 
 
 def test_claiming_a_device_already_yours_uses_the_code(conn: sqlite3.Connection) -> None:
-    code, _ = devices.create_claim_code(conn, P_ALICE, now=T0)
-    assert devices.consume_claim_code(conn, code, DEV_ALICE, T0 + 1) == {
+    code, _ = models.claims.create_claim_code(conn, P_ALICE, now=T0)
+    assert models.claims.consume_claim_code(conn, code, DEV_ALICE, T0 + 1) == {
         "device_id": DEV_ALICE,
         "user_id": ALICE,
         "customer_id": None,
@@ -435,7 +440,7 @@ def test_claiming_a_device_already_yours_uses_the_code(conn: sqlite3.Connection)
 # models: views, claim by id, unclaim, events
 # =====================================================================================
 def test_device_view_list_and_detail_shapes(conn: sqlite3.Connection) -> None:
-    devices.set_device_online(conn, DEV_CAROL, True, T0, ip="198.51.100.4")
+    models.devices.set_device_online(conn, DEV_CAROL, True, T0, ip="198.51.100.4")
     row = device(conn, DEV_CAROL)
     base = {
         "id": DEV_CAROL,
@@ -455,8 +460,8 @@ def test_device_view_list_and_detail_shapes(conn: sqlite3.Connection) -> None:
         "serial_number": None,
         "system_firmware_version": "",
     }
-    assert devices.device_view(row, True) == base
-    assert devices.device_view(row, True, detail=True, owner="carol@example.com") == {
+    assert views.device_view(row, True) == base
+    assert views.device_view(row, True, detail=True, owner="carol@example.com") == {
         **base,
         "owner": "carol@example.com",
         "firmware_updates_enabled": True,
@@ -468,22 +473,22 @@ def test_device_view_list_and_detail_shapes(conn: sqlite3.Connection) -> None:
         "groups": [],
         "targeted_firmware_release_version": None,
     }
-    dev = devices.device_view(device(conn, DEV_FREE), False)
+    dev = views.device_view(device(conn, DEV_FREE), False)
     assert (dev["product_id"], dev["online"], dev["last_heard"]) == (6, False, None)
 
 
 def test_claim_device_by_id_rules(conn: sqlite3.Connection) -> None:
     with pytest.raises(CloudError) as err:
-        devices.claim_device_by_id(conn, P_ALICE, UNKNOWN, online=True)
+        models.claims.claim_device_by_id(conn, P_ALICE, UNKNOWN, online=True)
     assert (err.value.status, err.value.body()) == (404, {"ok": False, "error": "Device not found"})
     with pytest.raises(CloudError) as err:
-        devices.claim_device_by_id(conn, P_ALICE, DEV_FREE, online=False)
+        models.claims.claim_device_by_id(conn, P_ALICE, DEV_FREE, online=False)
     assert (err.value.status, err.value.body()) == (
         404,
         {"ok": False, "error": "Device is offline"},
     )
     with pytest.raises(CloudError) as err:
-        devices.claim_device_by_id(conn, P_ALICE, DEV_BOB, online=True)
+        models.claims.claim_device_by_id(conn, P_ALICE, DEV_BOB, online=True)
     assert (err.value.status, err.value.body()) == (
         403,
         {
@@ -493,19 +498,19 @@ def test_claim_device_by_id_rules(conn: sqlite3.Connection) -> None:
         },
     )
     with pytest.raises(Forbidden):
-        devices.claim_device_by_id(conn, P_CLIENT, DEV_FREE, online=True)
+        models.claims.claim_device_by_id(conn, P_CLIENT, DEV_FREE, online=True)
     with pytest.raises(CloudError) as err:  # a customer cannot take a device of another product
-        devices.claim_device_by_id(conn, P_DAVE, DEV_WIDGET, online=True)
+        models.claims.claim_device_by_id(conn, P_DAVE, DEV_WIDGET, online=True)
     assert err.value.status == 403
     assert device(conn, DEV_FREE)["owner_user_id"] is None
     ok = {"ok": True, "deviceID": DEV_FREE, "claimed": True}
-    assert devices.claim_device_by_id(conn, P_ALICE, DEV_FREE.upper(), online=True) == ok
-    assert devices.claim_device_by_id(conn, P_ALICE, DEV_FREE, online=True) == ok  # again
+    assert models.claims.claim_device_by_id(conn, P_ALICE, DEV_FREE.upper(), online=True) == ok
+    assert models.claims.claim_device_by_id(conn, P_ALICE, DEV_FREE, online=True) == ok  # again
     assert device(conn, DEV_FREE)["owner_user_id"] == ALICE
 
 
 def test_customer_claim_by_id_joins_their_product(conn: sqlite3.Connection) -> None:
-    devices.claim_device_by_id(conn, P_DAVE, DEV_FREE, online=True)
+    models.claims.claim_device_by_id(conn, P_DAVE, DEV_FREE, online=True)
     row = device(conn, DEV_FREE)
     assert (row["owner_customer_id"], row["product_id"]) == (DAVE, GADGET)
 
@@ -513,19 +518,19 @@ def test_customer_claim_by_id_joins_their_product(conn: sqlite3.Connection) -> N
 def test_unclaim_rules(conn: sqlite3.Connection) -> None:
     before = snapshot(conn)
     with pytest.raises(Forbidden):
-        devices.unclaim_device(conn, P_BOB, DEV_ALICE)
+        models.claims.unclaim_device(conn, P_BOB, DEV_ALICE)
     with pytest.raises(Forbidden):  # the product owner sees it but does not own it
-        devices.unclaim_device(conn, P_OWNER, DEV_CAROL)
+        models.claims.unclaim_device(conn, P_OWNER, DEV_CAROL)
     assert snapshot(conn) == before
-    assert devices.unclaim_device(conn, P_ALICE, DEV_ALICE) == {"ok": True}
+    assert models.claims.unclaim_device(conn, P_ALICE, DEV_ALICE) == {"ok": True}
     assert device(conn, DEV_ALICE)["owner_user_id"] is None
-    assert devices.unclaim_device(conn, P_OWNER, DEV_CAROL, product="widget") == {"ok": True}
+    assert models.claims.unclaim_device(conn, P_OWNER, DEV_CAROL, product="widget") == {"ok": True}
     row = device(conn, DEV_CAROL)
     assert (row["owner_customer_id"], row["product_id"]) == (None, WIDGET)
 
 
 def test_make_event_and_sse_frame() -> None:
-    event = devices.make_event(
+    event = events.make_event(
         "spark/status\n", "online", coreid=DEV_ALICE, now=T0, owner_user_id=ALICE
     )
     assert event == {
@@ -539,18 +544,18 @@ def test_make_event_and_sse_frame() -> None:
         "owner_customer_id": None,
         "product_id": None,
     }
-    assert devices.encode_sse(event) == (
+    assert events.encode_sse(event) == (
         b"event: spark/status\n"
         b'data: {"data":"online","ttl":60,"published_at":"2023-11-14T22:13:20.000Z",'
         b'"coreid":"0123456789abcdef000000a1"}\n\n'
     )
-    multi = devices.encode_sse(devices.make_event("t", "a\nb\r\n\u00e9", coreid="x", now=T0))
+    multi = events.encode_sse(events.make_event("t", "a\nb\r\n\u00e9", coreid="x", now=T0))
     assert multi.count(b"\n") == 3  # event line, one data line, blank line
     assert "é".encode() in multi
 
 
 def test_device_event_takes_owners_from_the_row(conn: sqlite3.Connection) -> None:
-    event = devices.device_event(device(conn, DEV_CAROL), "temp", "21.5", now=T0, private=False)
+    event = events.device_event(device(conn, DEV_CAROL), "temp", "21.5", now=T0, private=False)
     assert (event["owner_customer_id"], event["product_id"], event["private"]) == (
         CAROL,
         WIDGET,
@@ -579,15 +584,15 @@ def test_device_event_takes_owners_from_the_row(conn: sqlite3.Connection) -> Non
 def test_event_visibility(
     principal: Principal, admin: frozenset[int], event_owner: dict[str, Any], expected: bool
 ) -> None:
-    event = devices.make_event("x", None, coreid=DEV_FREE, now=T0, **event_owner)
-    assert devices.EventStream(principal, admin).wants(event) is expected
+    event = events.make_event("x", None, coreid=DEV_FREE, now=T0, **event_owner)
+    assert events.EventStream(principal, admin).wants(event) is expected
 
 
 def test_admin_products(conn: sqlite3.Connection) -> None:
-    assert devices.admin_product_ids(conn, P_OWNER) == {WIDGET}
-    assert devices.admin_product_ids(conn, P_CLIENT) == {WIDGET}
-    assert devices.admin_product_ids(conn, P_ALICE) == frozenset()
-    assert devices.admin_product_ids(conn, P_CAROL) == frozenset()
+    assert models.devices.admin_product_ids(conn, P_OWNER) == {WIDGET}
+    assert models.devices.admin_product_ids(conn, P_CLIENT) == {WIDGET}
+    assert models.devices.admin_product_ids(conn, P_ALICE) == frozenset()
+    assert models.devices.admin_product_ids(conn, P_CAROL) == frozenset()
 
 
 # =====================================================================================
@@ -634,7 +639,7 @@ class FakeLink:
 
 @dataclass
 class Env:
-    cloud: Cloud
+    cloud: CloudBackend
     link: FakeLink
     clock: Clock
     http: aiohttp.ClientSession
@@ -670,13 +675,15 @@ async def env() -> AsyncIterator[Env]:
     await db.run(seed)
     link = FakeLink()
     clock = Clock(T0)
-    cloud = Cloud(db, now=clock, link=link, call_timeout_s=5.0)
+    cloud = CloudBackend(db, now=clock, link=link, call_timeout_s=5.0)
     try:
         async with CloudServer(cloud) as server, aiohttp.ClientSession(server.url) as http:
             try:
                 yield Env(cloud, link, clock, http)
             finally:
-                devices.close_event_streams(cloud)  # what the app's on_shutdown hook does
+                events.close_event_streams(
+                    cloud.subscribers
+                )  # what the app's on_shutdown hook does
     finally:
         await db.close()
 
@@ -852,7 +859,7 @@ async def _add_widget_devices(env: Env, n: int) -> list[str]:
 
     def add(conn: sqlite3.Connection) -> None:
         for i, dev in enumerate(ids):
-            devices.register_device(
+            models.devices.register_device(
                 conn, device_id=dev, public_key_pem=KEY, product_id=WIDGET, now=T0 + 100 + i
             )
 
@@ -1110,7 +1117,7 @@ async def test_http_function_timeout_backstop(env: Env) -> None:
 
 @pytest.mark.asyncio
 async def test_http_variable_read(env: Env) -> None:
-    await env.cloud.db.run(lambda c: devices.set_device_online(c, DEV_ALICE, True, T0))
+    await env.cloud.db.run(lambda c: models.devices.set_device_online(c, DEV_ALICE, True, T0))
     env.link.online.add(DEV_ALICE)
     env.link.values = {"temp": 21.5, "count": 7, "label": "hi", "on": True}
     status, body = await env.call("GET", f"/v1/devices/{DEV_ALICE}/temp", TOK_ALICE)
@@ -1183,10 +1190,10 @@ async def open_stream(env: Env, path: str, token: str) -> Stream:
 
 
 def ev(name: str, coreid: str, data: str = "d", **owners: Any) -> dict[str, Any]:
-    return devices.make_event(name, data, coreid=coreid, now=T0, **owners)
+    return events.make_event(name, data, coreid=coreid, now=T0, **owners)
 
 
-async def wait_until_no_subscribers(cloud: Cloud) -> None:
+async def wait_until_no_subscribers(cloud: CloudBackend) -> None:
     """Poll: the server notices a vanished client on its own schedule."""
     async with asyncio.timeout(5):
         while cloud.subscribers:  # noqa: ASYNC110 - there is no event to wait on
@@ -1305,7 +1312,7 @@ async def test_sse_owner_change_is_followed(env: Env) -> None:
 async def test_sse_disconnect_removes_the_subscriber(
     env: Env, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(devices, "SSE_POLL_S", 0.02)
+    monkeypatch.setattr(handlers_events, "SSE_POLL_S", 0.02)
     streams = [await open_stream(env, "/v1/devices/events", TOK_ALICE) for _ in range(3)]
     assert len(env.cloud.subscribers) == 3
     for stream in streams:
@@ -1318,7 +1325,7 @@ async def test_sse_disconnect_removes_the_subscriber(
 async def test_sse_close_event_streams_ends_them(env: Env) -> None:
     stream = await open_stream(env, "/v1/devices/events", TOK_ALICE)
     env.cloud.publish(ev("x", DEV_ALICE, owner_user_id=ALICE))
-    devices.close_event_streams(env.cloud)
+    events.close_event_streams(env.cloud.subscribers)
     assert await asyncio.wait_for(stream.resp.content.read(), 5) == b""  # dropped, then EOF
     await wait_until_no_subscribers(env.cloud)
     stream.resp.close()
@@ -1328,7 +1335,7 @@ async def test_sse_close_event_streams_ends_them(env: Env) -> None:
 async def test_sse_slow_client_is_disconnected(env: Env) -> None:
     stream = await open_stream(env, "/v1/devices/events", TOK_ALICE)
     (subscriber,) = env.cloud.subscribers
-    assert isinstance(subscriber, devices.EventStream)
+    assert isinstance(subscriber, events.EventStream)
     subscriber.max_queued = 3
     for i in range(5):  # published faster than the loop can write them
         env.cloud.publish(ev("x", DEV_ALICE, str(i), owner_user_id=ALICE))
@@ -1342,9 +1349,9 @@ async def test_sse_on_shutdown_hook_lets_the_server_close_promptly() -> None:
     db = Database(None)
     await db.open()
     await db.run(seed)
-    cloud = Cloud(db, now=Clock(T0))
+    cloud = CloudBackend(db, now=Clock(T0))
     app = make_app(cloud)
-    app.on_shutdown.append(devices.on_shutdown)
+    app.on_shutdown.append(handlers_events.on_shutdown)
     runner = web.AppRunner(app)
     await runner.setup()
     sock = socket.socket()
@@ -1369,11 +1376,15 @@ async def test_sse_on_shutdown_hook_lets_the_server_close_promptly() -> None:
 
 # -- routes ---------------------------------------------------------------------------
 def test_every_route_resolves_to_its_handler() -> None:
-    """In the real app no route of this module is shadowed (by auth.py's or its own)."""
-    app = make_app(Cloud(Database(None)))
-    for method, path, handler in devices.ROUTES:
+    """In the real app no route of the table is shadowed by another."""
+    app = make_app(CloudBackend(Database(None)))
+    for table_method, path, handler in routes.ROUTES:
+        method = "POST" if table_method == "*" else table_method
         concrete = (
             path.replace("{product}", "widget")
+            .replace("{client_id}", "some-client")
+            .replace("{email}", "a@example.com")
+            .replace("{token}", "0" * 40)
             .replace("{device}", DEV_CAROL)
             .replace("{name}", "count")
             .replace("{prefix:.+}", "spark/device/x")

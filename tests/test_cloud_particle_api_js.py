@@ -9,7 +9,7 @@ surfaces it (``statusCode``, ``body.error``, ``body.error_description``,
 ``shortErrorDescription``, ``message``), and the tests pin those values.
 
 The device link is not part of this module: a claim is simulated by calling
-``devices.consume_claim_code`` (what the link does on ``spark/device/claim/code``) and
+``models.claims.consume_claim_code`` (what the link does on ``spark/device/claim/code``) and
 every device is offline (``OfflineLink``), so function calls answer 404 honestly.
 
 The module is skipped, with a reason, when ``node`` or
@@ -34,9 +34,9 @@ import pytest
 import pytest_asyncio
 
 from firmware_model import DeviceKey
-from softap_sim.cloud import auth, devices
+from softap_sim.cloud import events, models, views
 from softap_sim.cloud.app import CloudServer
-from softap_sim.cloud.core import Cloud
+from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
 
 CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
@@ -101,7 +101,7 @@ class Client:
 
 @dataclass
 class Env:
-    cloud: Cloud
+    cloud: CloudBackend
     server: CloudServer
     clock: Clock
     product_id: int
@@ -127,21 +127,21 @@ async def env() -> AsyncIterator[Env]:
     clock = Clock()
     db = Database(None)
     await db.open()
-    cloud = Cloud(db, now=clock)
+    cloud = CloudBackend(db, now=clock)
     server = CloudServer(cloud, "127.0.0.1", 0)
     try:
 
         def seed(conn: Any) -> dict[str, Any]:
-            created = auth.bootstrap(conn, clock.now)
+            created = models.seed.bootstrap(conn, clock.now)
             assert created is not None
             product_id = created["product"]["id"]
-            simple, simple_secret = auth.create_preset_client(
+            simple, simple_secret = models.clients.create_preset_client(
                 conn, "simple-auth-mobile", name="Mobile app", product_id=product_id, now=clock.now
             )
-            other = auth.create_product(
+            other = models.accounts.create_product(
                 conn, "Other product", "other-product", created["user"]["id"], clock.now
             )
-            other_client, other_secret = auth.create_preset_client(
+            other_client, other_secret = models.clients.create_preset_client(
                 conn, "two-legged", name="Other server", product_id=other["id"], now=clock.now
             )
             return {
@@ -158,7 +158,7 @@ async def env() -> AsyncIterator[Env]:
         await server.start()
         yield Env(cloud=cloud, server=server, clock=clock, **seeded)
     finally:
-        devices.close_event_streams(cloud)  # any stream a failed test left open
+        events.close_event_streams(cloud.subscribers)  # any stream a failed test left open
         await server.close()
         await db.close()
 
@@ -318,7 +318,9 @@ async def register(env: Env, device_key: DeviceKey, device_id: str) -> None:
     pem = device_key.public_key_pem.decode("ascii")
     now = env.clock.now
     await env.run(
-        lambda c: devices.register_device(c, device_id=device_id, public_key_pem=pem, now=now)
+        lambda c: models.devices.register_device(
+            c, device_id=device_id, public_key_pem=pem, now=now
+        )
     )
 
 
@@ -326,7 +328,7 @@ async def claim(env: Env, code: str, device_id: str) -> dict[str, Any] | None:
     """What the device link does with ``spark/device/claim/code``."""
     now = env.clock.now
     result: dict[str, Any] | None = await env.run(
-        lambda c: devices.consume_claim_code(c, code, device_id, now)
+        lambda c: models.claims.consume_claim_code(c, code, device_id, now)
     )
     return result
 
@@ -391,7 +393,9 @@ async def test_simple_auth_customer_login_claim_code_and_empty_list(env: Env) ->
     assert_token_body(r["login_with_default_auth"], 200)
     assert_token_body(r["create_with_default_auth"], 201)
 
-    customer = await env.run(lambda c: auth.get_customer(c, env.product_id, "ALICE@example.com"))
+    customer = await env.run(
+        lambda c: models.customers.get_customer(c, env.product_id, "ALICE@example.com")
+    )
     assert customer is not None
     assert customer["email"] == "alice@example.com"
     assert customer["shadow"] is False
@@ -493,7 +497,7 @@ async def test_two_legged_shadow_customer_refresh_and_token_deletion(env: Env) -
         400, "invalid_grant", "User credentials are invalid"
     )
 
-    customer = await env.run(lambda c: auth.get_customer(c, env.product_id, email))
+    customer = await env.run(lambda c: models.customers.get_customer(c, env.product_id, email))
     assert customer is not None
     assert customer["shadow"] is True
 
@@ -747,10 +751,10 @@ async def test_claimed_device_listed_and_offline_answers(env: Env, device_key: D
     now = env.clock.now
 
     def earlier_session(conn: Any) -> None:
-        devices.set_device_online(
+        models.devices.set_device_online(
             conn, DEVICE_A, True, now, functions=["led"], variables={"temp": "double"}
         )
-        devices.set_device_online(conn, DEVICE_A, False, now + 1)
+        models.devices.set_device_online(conn, DEVICE_A, False, now + 1)
 
     await env.run(earlier_session)
     steps = [
@@ -776,7 +780,9 @@ async def test_claimed_device_listed_and_offline_answers(env: Env, device_key: D
     hank = r["hank_token"]["body"]["access_token"]
 
     owner = await claim(env, r["gina_code"]["body"]["claim_code"], DEVICE_A)
-    gina_row = await env.run(lambda c: auth.get_customer(c, env.product_id, "gina@example.com"))
+    gina_row = await env.run(
+        lambda c: models.customers.get_customer(c, env.product_id, "gina@example.com")
+    )
     assert owner == {
         "device_id": DEVICE_A,
         "user_id": None,
@@ -900,12 +906,12 @@ async def test_event_stream_receives_published_events(env: Env, device_key: Devi
         now = env.clock.now
         if step_id == "stream":
             # jack's device first: ivy's stream must not see it
-            env.cloud.publish(devices.device_event(row_b, "temp", "19.0", now=now))
-            env.cloud.publish(devices.device_event(row_a, "temp", "21.5", now=now, ttl=30))
-            env.cloud.publish(devices.device_event(row_a, "spark/status", "online", now=now))
+            env.cloud.publish(events.device_event(row_b, "temp", "19.0", now=now))
+            env.cloud.publish(events.device_event(row_a, "temp", "21.5", now=now, ttl=30))
+            env.cloud.publish(events.device_event(row_a, "spark/status", "online", now=now))
         elif step_id == "prefixed":
-            env.cloud.publish(devices.device_event(row_a, "humidity", "40", now=now))
-            env.cloud.publish(devices.device_event(row_a, "temp/outside", "3", now=now))
+            env.cloud.publish(events.device_event(row_a, "humidity", "40", now=now))
+            env.cloud.publish(events.device_event(row_a, "temp/outside", "3", now=now))
 
     steps = [
         {
@@ -942,7 +948,7 @@ async def test_event_stream_receives_published_events(env: Env, device_key: Devi
     ]
     r = await drive(env, steps, on_stream_open=publish)
     assert opened == ["stream", "prefixed"]
-    published_at = devices.iso_time(env.clock.now)
+    published_at = views.iso_time(env.clock.now)
 
     assert r["stream"]["ok"] is True
     assert r["stream"]["stopped"] == "count"

@@ -20,28 +20,29 @@ CHILD = textwrap.dedent(
     """
     import json, sys, time
     from pathlib import Path
-    from softap_sim.cloud import auth, devices, hashing
-    from softap_sim.cloud.core import Principal
+    from softap_sim.cloud import hashing, models
+    from softap_sim.cloud.principal import Principal
     from softap_sim.cloud.db import Database
 
     db = Database(Path(sys.argv[1]))
     db.open_sync()
     now = time.time()
-    db.run_sync(lambda c: auth.bootstrap(c, now))
+    db.run_sync(lambda c: models.seed.bootstrap(c, now))
     product = db.run_sync(lambda c: dict(c.execute("SELECT * FROM products").fetchone()))
     client = db.run_sync(lambda c: dict(c.execute(
         "SELECT * FROM clients WHERE product_id = ? AND scope = ''", (product["id"],)).fetchone()))
     for i in range(100000):
         def burst(conn, i=i):
-            customer = auth.create_customer(
+            customer = models.customers.create_customer(
                 conn, product["id"], f"Person{i}@Example.com", None, now)
-            tokens = auth.issue_tokens(conn, client_id=client["id"], customer_id=customer["id"],
-                                       product_id=product["id"], now=now)
+            tokens = models.tokens.issue_tokens(
+                conn, client_id=client["id"], customer_id=customer["id"],
+                product_id=product["id"], now=now)
             principal = Principal("customer", hashing.digest(tokens["access_token"]),
                                   client["id"], customer_id=customer["id"],
                                   product_id=product["id"])
-            code, _ids = devices.create_claim_code(conn, principal, product_id=product["id"],
-                                                   now=now)
+            code, _ids = models.claims.create_claim_code(
+                conn, principal, product_id=product["id"], now=now)
             return customer["id"], tokens["access_token"], code
         cid, token, code = db.run_sync(burst)
         print(json.dumps([i, cid, token, code]), flush=True)

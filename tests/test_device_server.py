@@ -25,12 +25,14 @@ import pytest_asyncio
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from softap_sim.cloud import devices, hashing
+from softap_sim.cloud import hashing, models
 from softap_sim.cloud.app import CloudServer
-from softap_sim.cloud.core import CLAIM_CODE_LIFETIME_S, Cloud, Principal
+from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.device_server import DeviceServer, Hello, decode_variable, parse_describe
 from softap_sim.cloud.errors import DeviceError, DeviceOffline, DeviceTimeout
+from softap_sim.cloud.models.claims import CLAIM_CODE_LIFETIME_S
+from softap_sim.cloud.principal import Principal
 from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option, decode, encode
 from softap_sim.protocol.lightssl import Channel, ChannelError, DeviceHandshake
 
@@ -296,7 +298,7 @@ class FakePhoton:
 # -- the world ---------------------------------------------------------------------------
 @dataclass
 class Env:
-    cloud: Cloud
+    cloud: CloudBackend
     server: DeviceServer
     events: Events
     clock: Clock
@@ -317,7 +319,7 @@ class Env:
     async def claim_code(self, principal: Principal, now: float | None = None) -> str:
         at = self.clock() if now is None else now
         code, _ids = await self.cloud.db.run(
-            lambda c: devices.create_claim_code(c, principal, now=at)
+            lambda c: models.claims.create_claim_code(c, principal, now=at)
         )
         return code
 
@@ -341,8 +343,8 @@ def seed(conn: sqlite3.Connection) -> None:
         "VALUES (?, 'access', 'particle', ?, NULL, ?)",
         (hashing.digest(TOK_ALICE), ALICE, T0),
     )
-    devices.register_device(conn, device_id=DEV, public_key_pem=_pem(DEVICE_KEY), now=T0)
-    devices.register_device(conn, device_id=DEV2, public_key_pem=_pem(OTHER_KEY), now=T0)
+    models.devices.register_device(conn, device_id=DEV, public_key_pem=_pem(DEVICE_KEY), now=T0)
+    models.devices.register_device(conn, device_id=DEV2, public_key_pem=_pem(OTHER_KEY), now=T0)
 
 
 P_ALICE = Principal("user", "h", "particle", user_id=ALICE)
@@ -355,7 +357,7 @@ async def _make_env(**server_kwargs: Any) -> AsyncIterator[Env]:
     await db.open()
     await db.run(seed)
     clock = Clock(T0)
-    cloud = Cloud(db, now=clock, call_timeout_s=WAIT_S)
+    cloud = CloudBackend(db, now=clock, call_timeout_s=WAIT_S)
     events = Events()
     cloud.subscribers.add(events)
     server = DeviceServer(cloud, SERVER_KEY, **server_kwargs)
@@ -697,7 +699,7 @@ async def test_rejected_claim_codes_get_no_confirm(
         code = await env.claim_code(P_ALICE, now=T0 - CLAIM_CODE_LIFETIME_S - 1)
     elif case == "used":
         code = await env.claim_code(P_ALICE)
-        await env.cloud.db.run(lambda c: devices.consume_claim_code(c, code, DEV2, T0))
+        await env.cloud.db.run(lambda c: models.claims.consume_claim_code(c, code, DEV2, T0))
     elif case == "owned-elsewhere":
         code = await env.claim_code(P_ALICE)
         await env.sql("UPDATE devices SET owner_user_id = ? WHERE id = ?", BOB, DEV)

@@ -113,8 +113,8 @@ def events_named(world: World, name: str) -> asyncio.Future[dict[str, Any]]:
         if event["name"] == name and not fut.done():
             fut.set_result(event)
 
-    world.service.cloud.subscribers.add(on_event)
-    fut.add_done_callback(lambda _f: world.service.cloud.subscribers.discard(on_event))
+    world.service.backend.subscribers.add(on_event)
+    fut.add_done_callback(lambda _f: world.service.backend.subscribers.discard(on_event))
     return fut
 
 
@@ -224,11 +224,11 @@ async def test_two_legged_flow_claims_the_device_and_reaches_it(world: World, no
 
 
 async def test_simple_auth_flow(world: World, node: str, tmp_path: Path) -> None:
-    from softap_sim.cloud import auth
+    from softap_sim.cloud import models
 
     def make_client(conn: Any) -> tuple[dict[str, Any], str]:
         product = conn.execute("SELECT id FROM products").fetchone()["id"]
-        return auth.create_preset_client(
+        return models.clients.create_preset_client(
             conn, "simple-auth-mobile", name="App", product_id=product, now=world.clock()
         )
 
@@ -288,12 +288,12 @@ async def test_expired_claim_code_does_not_claim(world: World, node: str) -> Non
 
 
 async def test_other_products_customer_cannot_see_the_device(world: World, node: str) -> None:
-    from softap_sim.cloud import auth
+    from softap_sim.cloud import models
 
     def other(conn: Any) -> dict[str, Any]:
         user = conn.execute("SELECT id FROM users").fetchone()["id"]
-        product = auth.create_product(conn, "Other", "other", user, world.clock())
-        row, secret = auth.create_preset_client(
+        product = models.accounts.create_product(conn, "Other", "other", user, world.clock())
+        row, secret = models.clients.create_preset_client(
             conn, "two-legged", name="Other server", product_id=product["id"], now=world.clock()
         )
         return {"slug": product["slug"], "client": api.Client(row["id"], secret)}

@@ -346,41 +346,22 @@ async def test_a_taken_port_is_one_clear_error_and_nothing_stays_open(pool_dir: 
 async def test_one_device_claims_through_the_cloud_over_raw_tcp(
     pool_dir: Path, cloud: CloudService
 ) -> None:
-    from softap_sim.cloud import auth
-    from softap_sim.cloud import devices as registry
-
     base = SimConfig(radio=RadioEnvironment.from_list([HOME]))
     created = cloud.created_credentials
     assert created is not None
     product_id, client_id = int(created["product"]["id"]), str(created["client"]["id"])
-
-    def customer(conn: Any) -> str:
-        c = auth.create_customer(conn, product_id, "fleet@example.com", None, cloud.cloud.now())
-        body = auth.issue_tokens(
-            conn,
-            client_id=client_id,
-            customer_id=c["id"],
-            product_id=product_id,
-            scope="customer=fleet@example.com",
-            now=cloud.cloud.now(),
-        )
-        return str(body["access_token"])
-
-    principal = await cloud.cloud.principal_for(await cloud.db.run(customer))
-    code = (
-        await cloud.db.run(
-            lambda conn: registry.create_claim_code(
-                conn, principal, product_id=product_id, now=cloud.cloud.now()
-            )
-        )
-    )[0]
+    _customer, tokens = await cloud.backend.create_customer_with_token(
+        product_id, client_id, "fleet@example.com", None
+    )
+    principal = await cloud.backend.principal_for(tokens["access_token"])
+    code, _ids = await cloud.backend.create_claim_code(principal, product_id)
     confirmed: asyncio.Future[str] = asyncio.get_running_loop().create_future()
 
     def on_event(event: dict[str, Any]) -> None:
         if event["name"] == "spark/device/claim/confirm" and not confirmed.done():
             confirmed.set_result(str(event["coreid"]))
 
-    cloud.cloud.subscribers.add(on_event)
+    cloud.backend.subscribers.add(on_event)
     async with Fleet(
         5,
         base_config=base,
@@ -415,7 +396,7 @@ async def test_one_device_claims_through_the_cloud_over_raw_tcp(
         assert emu.device.dct.claimed
         assert [d.emulator.device.dct.claimed for d in fleet] == [False, False, False, True, False]
         fleet.check()
-    cloud.cloud.subscribers.discard(on_event)
+    cloud.backend.subscribers.discard(on_event)
 
 
 @pytest.mark.asyncio

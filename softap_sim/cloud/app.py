@@ -1,29 +1,39 @@
 """The cloud's aiohttp application and server object.
 
-One route table (assembled from the area modules), one middleware that turns every
-failure into JSON (cloud-api.md §10.3: particle-api-js parses every error body), and a
-server that binds to loopback unless told otherwise.
+One route table (:mod:`.routes`), one middleware that turns every failure into JSON
+(cloud-api.md §10.3: particle-api-js parses every error body), a protocol logger that
+keeps malformed HTTP to one WARNING line, and a server that binds to loopback unless
+told otherwise.
 """
 
 from __future__ import annotations
 
 import logging
 import socket
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from types import TracebackType
-from typing import Self
+from typing import Any, Self
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
 
-from softap_sim.cloud import auth, devices
-from softap_sim.cloud.core import CLOUD_KEY, Cloud, error_response
+from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.errors import CloudError
+from softap_sim.cloud.handlers.common import BACKEND_KEY, Handler, error_response
+from softap_sim.cloud.handlers.events import on_shutdown
+from softap_sim.cloud.params import MAX_BODY_BYTES
+from softap_sim.cloud.routes import ROUTES
 from softap_sim.net import is_loopback
 
 log = logging.getLogger(__name__)
+#: aiohttp's connection-level messages (malformed requests) go here
+http_log = logging.getLogger("softap_sim.cloud.http")
 
-Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-ROUTES: list[tuple[str, str, Handler]] = [*auth.ROUTES, *devices.ROUTES]
+#: malformed-request warnings per minute before they are only counted
+MALFORMED_WARNINGS_PER_MINUTE = 20
+
+_STATUS_CODES = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}
 
 
 @web.middleware
@@ -35,9 +45,7 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        code = {404: "not_found", 405: "method_not_allowed", 413: "request_too_large"}.get(
-            exc.status, "invalid_request"
-        )
+        code = _STATUS_CODES.get(exc.status, "invalid_request")
         headers = {k: v for k, v in exc.headers.items() if k.lower() == "allow"}
         return web.json_response(
             {"error": code, "error_description": exc.reason or code},
@@ -51,12 +59,82 @@ async def json_errors(request: web.Request, handler: Handler) -> web.StreamRespo
         )
 
 
-def make_app(cloud: Cloud) -> web.Application:
-    app = web.Application(middlewares=[json_errors], client_max_size=64 * 1024)
-    app[CLOUD_KEY] = cloud
+class ProtocolLogger:
+    """The ``logger`` of aiohttp's request handler, for errors outside any route.
+
+    aiohttp logs every request its parser rejects (bad request line, header bytes,
+    chunked framing, …) with ``logger.exception``: a traceback at ERROR level per
+    malformed request, which buries everything else exactly when someone is debugging a
+    bad client. Those become one WARNING line without a traceback (the traceback at
+    DEBUG, ``-vv``); anything else is passed on unchanged.
+    """
+
+    def __init__(
+        self,
+        target: logging.Logger = http_log,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._log = target
+        self._clock = clock
+        self._window_start = float("-inf")
+        self._in_window = 0
+        self._suppressed = 0
+
+    def exception(self, msg: str, *args: Any, exc_info: Any = True, **kw: Any) -> None:
+        if isinstance(exc_info, HttpProcessingError):
+            self._malformed(args[0] if args else "?", exc_info)
+            return
+        self._log.error(msg, *args, exc_info=exc_info, **kw)
+
+    def _malformed(self, peer: object, exc: HttpProcessingError) -> None:
+        """One WARNING line per request, at most :data:`MALFORMED_WARNINGS_PER_MINUTE`
+        a minute (a hostile client cannot flood the log); the rest are counted."""
+        now = self._clock()
+        if now - self._window_start >= 60.0:
+            if self._suppressed:
+                self._log.warning(
+                    "cloud: %d more malformed HTTP requests in the last minute (not logged)",
+                    self._suppressed,
+                )
+            self._window_start, self._in_window, self._suppressed = now, 0, 0
+        if self._in_window >= MALFORMED_WARNINGS_PER_MINUTE:
+            self._suppressed += 1
+        else:
+            self._in_window += 1
+            self._log.warning("cloud: malformed HTTP request from %s: %s", peer, _short(exc))
+        if self._log.isEnabledFor(logging.DEBUG):
+            self._log.debug("cloud: the parser's error in full", exc_info=exc)
+
+    def debug(self, msg: str, *args: Any, **kw: Any) -> None:
+        self._log.debug(msg, *args, **kw)
+
+    def warning(self, msg: str, *args: Any, **kw: Any) -> None:
+        self._log.warning(msg, *args, **kw)
+
+    def error(self, msg: str, *args: Any, **kw: Any) -> None:
+        self._log.error(msg, *args, **kw)
+
+    def info(self, msg: str, *args: Any, **kw: Any) -> None:
+        self._log.info(msg, *args, **kw)
+
+    def isEnabledFor(self, level: int) -> bool:  # logging.Logger's name
+        return self._log.isEnabledFor(level)
+
+
+def _short(exc: HttpProcessingError) -> str:
+    """``400, message: Invalid method …`` without the echoed bytes beyond a bound."""
+    message = str(getattr(exc, "message", "") or exc).splitlines()[0] if str(exc) else ""
+    name = type(exc).__name__
+    return f"{name}: {message[:160]!r}" if message else name
+
+
+def make_app(backend: CloudBackend) -> web.Application:
+    app = web.Application(middlewares=[json_errors], client_max_size=MAX_BODY_BYTES)
+    app[BACKEND_KEY] = backend
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
-    app.on_shutdown.append(devices.on_shutdown)  # end open event streams promptly
+    app.on_shutdown.append(on_shutdown)  # end open event streams promptly
     return app
 
 
@@ -64,14 +142,19 @@ class CloudServer:
     """The REST API on ``host:port`` (loopback by default; port 0 picks a free one)."""
 
     def __init__(
-        self, cloud: Cloud, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False
+        self,
+        backend: CloudBackend,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        *,
+        allow_remote: bool = False,
     ) -> None:
         if not is_loopback(host) and not allow_remote:
             raise ValueError(
                 f"the cloud binds to loopback by default; binding {host} exposes tokens and "
                 "customer data to the network: pass allow_remote=True (--cloud-public)"
             )
-        self.cloud = cloud
+        self.backend = backend
         self.host = host
         self.port = port
         self._runner: web.AppRunner | None = None
@@ -90,7 +173,7 @@ class CloudServer:
             sock.close()
             raise
         self.port = sock.getsockname()[1]
-        runner = web.AppRunner(make_app(self.cloud), access_log=None)
+        runner = web.AppRunner(make_app(self.backend), access_log=None, logger=ProtocolLogger())
         await runner.setup()
         await web.SockSite(runner, sock).start()
         self._runner = runner

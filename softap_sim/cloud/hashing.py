@@ -11,11 +11,9 @@ import base64
 import hashlib
 import hmac
 import secrets
-import string
 
 TOKEN_BYTES = 20  # 160 bits -> 40 hex chars, the shape of Particle's tokens
 CLAIM_CODE_LENGTH = 63
-_CLAIM_ALPHABET = string.ascii_letters + string.digits + "+/"
 SCRYPT_N, SCRYPT_R, SCRYPT_P = 2**14, 8, 1
 
 
@@ -28,8 +26,12 @@ def new_client_secret() -> str:
 
 
 def new_claim_code() -> str:
-    """63 characters of the base64 alphabet (the docs' example shape): 378 bits."""
-    return "".join(secrets.choice(_CLAIM_ALPHABET) for _ in range(CLAIM_CODE_LENGTH))
+    """63 characters of the base64 alphabet (the docs' example shape): 378 random bits.
+
+    48 random bytes in base64 are 64 characters, each uniform over the 64-letter
+    alphabet (6 bits each, no padding); the first 63 are the code.
+    """
+    return base64.b64encode(secrets.token_bytes(48)).decode("ascii")[:CLAIM_CODE_LENGTH]
 
 
 def digest(secret: str) -> str:

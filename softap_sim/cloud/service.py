@@ -1,8 +1,9 @@
-"""The cloud as the CLI and the emulator run it: database + REST server + registry.
+"""The cloud as the CLI and the emulator run it: backend + REST server + device server.
 
 ``CloudService(state_dir)`` opens ``<state_dir>/cloud.sqlite3`` (or memory), creates the
 default product and clients on first start (their secret is returned once and written
-to a 0600 file), registers devices and serves the REST API.
+to a 0600 file) and serves the REST API and the device endpoint. ``service.backend`` is
+the :class:`~softap_sim.cloud.backend.CloudBackend` every caller uses.
 """
 
 from __future__ import annotations
@@ -17,13 +18,12 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from softap_sim.cloud import auth, devices
+from softap_sim.atomic import atomic_write
 from softap_sim.cloud.app import CloudServer
-from softap_sim.cloud.core import Cloud
+from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.device_server import DeviceServer
 from softap_sim.errors import StateError
-from softap_sim.state import atomic_write
 
 DB_FILE = "cloud.sqlite3"
 CREDENTIALS_FILE = "cloud-credentials.json"
@@ -56,7 +56,7 @@ class CloudService:
     def __init__(self, state_dir: Path | None, *, now: Callable[[], float] = time.time) -> None:
         self.state_dir = state_dir
         self.db = Database(state_dir / DB_FILE if state_dir is not None else None)
-        self.cloud = Cloud(self.db, now=now)
+        self.backend = CloudBackend(self.db, now=now)
         self.server: CloudServer | None = None
         self.device_server: DeviceServer | None = None
         self.server_key: rsa.RSAPrivateKey | None = None
@@ -69,8 +69,7 @@ class CloudService:
 
     async def open(self) -> None:
         await self.db.open()
-        now = self.cloud.now()
-        created = await self.db.run(lambda conn: auth.bootstrap(conn, now))
+        created = await self.backend.bootstrap()
         if created is not None:
             self.created_credentials = created
             path = self.credentials_path
@@ -91,16 +90,16 @@ class CloudService:
         """The device endpoint (TCP 5683); REST function calls now reach devices."""
         path = self.state_dir / SERVER_KEY_FILE if self.state_dir is not None else None
         self.server_key = await asyncio.to_thread(load_or_create_server_key, path)
-        server = DeviceServer(self.cloud, self.server_key, host, port)
+        server = DeviceServer(self.backend, self.server_key, host, port)
         await server.start()
         self.device_server = server
-        self.cloud.link = server
+        self.backend.link = server
         return server
 
     async def serve(
         self, host: str = "127.0.0.1", port: int = 0, *, allow_remote: bool = False
     ) -> CloudServer:
-        self.server = CloudServer(self.cloud, host, port, allow_remote=allow_remote)
+        self.server = CloudServer(self.backend, host, port, allow_remote=allow_remote)
         await self.server.start()
         return self.server
 
@@ -112,16 +111,9 @@ class CloudService:
         name: str | None = None,
         product_id: int | None = None,
     ) -> dict[str, Any]:
-        now = self.cloud.now()
-        return await self.db.run(
-            lambda conn: devices.register_device(
-                conn,
-                device_id=device_id.lower(),
-                public_key_pem=public_key_pem,
-                name=name,
-                product_id=product_id,
-                now=now,
-            )
+        """Put a device into the registry (see ``CloudBackend.register_device``)."""
+        return await self.backend.register_device(
+            device_id, public_key_pem, name=name, product_id=product_id
         )
 
     async def close(self) -> None:
