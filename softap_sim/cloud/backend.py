@@ -7,9 +7,9 @@ rules (:mod:`~softap_sim.cloud.policy`) and raise :class:`~softap_sim.cloud.erro
 subclasses. Nothing else touches the database.
 
 The verbs are grouped by area in mixins (:mod:`.backend_accounts`,
-:mod:`.backend_devices`) so that each module stays small; :class:`CloudBackend`
-composes them with the shared core here: the database, the clock, the device link, the
-event subscribers and the token cache.
+:mod:`.backend_clients`, :mod:`.backend_devices`) so that each module stays small;
+:class:`CloudBackend` composes them with the shared core here: the database, the clock,
+the device link, the event subscribers and the token cache.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ from typing import Any, TypeVar
 
 from softap_sim.cloud import hashing
 from softap_sim.cloud.backend_accounts import AccountVerbs
+from softap_sim.cloud.backend_clients import ClientVerbs
 from softap_sim.cloud.backend_devices import DeviceVerbs
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.errors import InvalidToken
@@ -40,7 +41,7 @@ PRINCIPAL_CACHE_SIZE = 4096
 PRINCIPAL_CACHE_TTL_S = 2.0
 
 
-class CloudBackend(AccountVerbs, DeviceVerbs):
+class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
     """Everything the cloud knows and does. One instance per cloud, no module globals.
 
     Args:

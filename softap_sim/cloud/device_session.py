@@ -18,34 +18,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 import sqlite3
 from collections.abc import Coroutine
-from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from softap_sim.cloud.device_exchange import CoapExchange, Pending
 from softap_sim.cloud.device_messages import (
     CLAIM_CODE_EVENT,
     CLAIM_CONFIRM_EVENT,
-    FUNCTION_NOT_FOUND,
     STATUS_EVENT,
-    VARIABLE_NOT_FOUND,
     Hello,
-    code_text,
-    decode_variable,
     is_success,
     parse_describe,
     path,
     uint,
 )
-from softap_sim.cloud.errors import CloudError, DeviceError, DeviceOffline, DeviceTimeout
+from softap_sim.cloud.errors import CloudError, DeviceOffline
 from softap_sim.cloud.events import DEFAULT_EVENT_TTL_S, device_event
 from softap_sim.errors import StateError
-from softap_sim.protocol.coap import CoapError, CoapMessage, CoapType, Code, Option, decode, encode
+from softap_sim.protocol.coap import CoapError, CoapMessage, CoapType, Code, Option, decode
 from softap_sim.protocol.lightssl import Channel, ChannelError, ServerHandshake
 
 if TYPE_CHECKING:
@@ -69,14 +64,7 @@ class _SessionEnd(Exception):
         self.warn = warn
 
 
-@dataclass(slots=True)
-class _Pending:
-    future: asyncio.Future[CoapMessage]
-    message_id: int
-    token: bytes
-
-
-class Session:
+class Session(CoapExchange):
     """One device connection, from the nonce to the offline event."""
 
     def __init__(
@@ -99,8 +87,8 @@ class Session:
         self.finished = asyncio.Event()
         self._channel: Channel | None = None
         self._abort_reason: str | None = None
-        self._by_mid: dict[int, _Pending] = {}
-        self._by_token: dict[bytes, _Pending] = {}
+        self._by_mid: dict[int, Pending] = {}
+        self._by_token: dict[bytes, Pending] = {}
         self._next_token = 0
         self._mid = int.from_bytes(server.random_bytes(2), "big")
         self._tasks: set[asyncio.Task[None]] = set()
@@ -236,8 +224,8 @@ class Session:
         device_id = self.device_id
         assert device_id is not None
         await self.server._take_over(device_id, self)
+        now = self.backend.now()  # the time the verb stamps (it reads the clock at once)
         row = await self.backend.device_online(device_id, self.peer)
-        now = self.backend.now()
         self.online = True
         self._heard_written = now
         log.info("device server: %s online", self._who())
@@ -248,8 +236,8 @@ class Session:
         if not self.server._release(device_id, self):
             return  # a newer session owns the device now
         try:
-            row = await self.backend.device_offline(device_id)
             now = self.backend.now()
+            row = await self.backend.device_offline(device_id)
         except (CloudError, StateError, sqlite3.Error) as err:
             log.info("device server: could not record %s offline: %s", device_id, err)
             return
@@ -385,8 +373,8 @@ class Session:
 
     async def _on_claim_code(self, device_id: str, code: str) -> None:
         """cloud-api.md §7.4. The code itself is never published or logged."""
-        before, owner, row = await self.backend.claim_with_code(device_id, code)
         now = self.backend.now()
+        before, owner, row = await self.backend.claim_with_code(device_id, code)
         if owner is None or row is None:
             log.info(
                 "device server: claim code from %s not accepted "
@@ -402,110 +390,3 @@ class Session:
         ) != (row["owner_user_id"], row["owner_customer_id"])
         if changed:  # the new owner's streams learn that the device is online
             self.backend.publish(device_event(row, STATUS_EVENT, "online", now=now))
-
-    # -- outgoing --------------------------------------------------------------------
-    def _new_mid(self) -> int:
-        self._mid = (self._mid + 1) & 0xFFFF
-        return self._mid
-
-    def _new_token(self) -> bytes:
-        for _ in range(256):
-            self._next_token = (self._next_token + 1) & 0xFF
-            token = bytes([self._next_token])
-            if token not in self._by_token:
-                return token
-        raise DeviceError("Too many requests in flight to this device", status=429)
-
-    def _send(self, msg: CoapMessage) -> None:
-        """Encrypt and queue one message; encrypt+write is atomic, so IVs chain in order."""
-        if self._channel is None or self.writer.is_closing():
-            return
-        self.writer.write(self._channel.encrypt(encode(msg)))
-        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
-            self.abort("the device stopped reading")
-
-    def send_event(self, name: str, data: str | None, *, private: bool = True) -> None:
-        """An event to the device: CON POST ``E``/``e`` ‖ name (its ACK is not awaited)."""
-        options = [path(b"E" if private else b"e"), path(name.encode("utf-8"))]
-        payload = data.encode("utf-8") if data else b""
-        self._send(CoapMessage(CoapType.CON, Code.POST, self._new_mid(), b"", options, payload))
-
-    async def request(self, msg: CoapMessage, timeout_s: float) -> CoapMessage:
-        """Send a CON request with a fresh id and 1-byte token; the response message.
-
-        Piggybacked (ACK with a code) and separate (empty ACK, then NON/CON with the
-        token) responses both resolve it; an RST resolves it too (code 0).
-        """
-        if self._channel is None or self.writer.is_closing() or self.finished.is_set():
-            raise DeviceOffline()
-        token = self._new_token()
-        mid = self._new_mid()
-        future: asyncio.Future[CoapMessage] = asyncio.get_running_loop().create_future()
-        pending = _Pending(future, mid, token)
-        self._by_mid[mid] = pending
-        self._by_token[token] = pending
-        try:
-            self._send(
-                CoapMessage(CoapType.CON, msg.code, mid, token, list(msg.options), msg.payload)
-            )
-            async with asyncio.timeout(timeout_s):
-                return await future
-        except TimeoutError:
-            raise DeviceTimeout() from None
-        finally:
-            if self._by_mid.get(mid) is pending:
-                del self._by_mid[mid]
-            if self._by_token.get(token) is pending:
-                del self._by_token[token]
-
-    def _on_reply(self, msg: CoapMessage) -> None:
-        if msg.type in (CoapType.ACK, CoapType.RST):
-            pending = self._by_mid.pop(msg.message_id, None)
-            if pending is None:
-                return  # the ACK of a ping, a Hello, an event: nothing waits for it
-            if msg.type == CoapType.ACK and msg.code == Code.EMPTY:
-                return  # a separate response with the token follows
-        else:
-            pending = self._by_token.get(msg.token)
-            if pending is None:
-                log.debug("device server: response with an unknown token from %s", self.device_id)
-                return
-        self._by_token.pop(pending.token, None)
-        self._by_mid.pop(pending.message_id, None)
-        if not pending.future.done():
-            pending.future.set_result(msg)
-
-    # -- what the REST API asks for --------------------------------------------------
-    async def call_function(self, name: str, arg: str, timeout_s: float) -> int:
-        options = [path(b"f"), path(name.encode("utf-8")), (Option.URI_QUERY, arg.encode())]
-        reply = await self.request(
-            CoapMessage(CoapType.CON, Code.POST, 0, options=options), timeout_s
-        )
-        if reply.code == Code.NOT_FOUND:
-            raise DeviceError(FUNCTION_NOT_FOUND, status=404)
-        if not is_success(reply.code):
-            raise DeviceError(f"The function call failed ({code_text(reply.code)})", status=500)
-        if len(reply.payload) != 4:
-            raise DeviceError("The device sent a malformed function result", status=500)
-        return int.from_bytes(reply.payload, "big", signed=True)
-
-    async def get_variable(self, name: str, timeout_s: float) -> Any:
-        var_type = self.variables.get(name)
-        if var_type is None:
-            device_id = self.device_id
-            assert device_id is not None
-            row = await self.backend.device_row(device_id)
-            if row is not None:
-                try:
-                    var_type = json.loads(row["variables"] or "{}").get(name)
-                except (json.JSONDecodeError, AttributeError):
-                    var_type = None
-        options = [path(b"v"), path(name.encode("utf-8"))]
-        reply = await self.request(
-            CoapMessage(CoapType.CON, Code.GET, 0, options=options), timeout_s
-        )
-        if reply.code == Code.NOT_FOUND:
-            raise DeviceError(VARIABLE_NOT_FOUND, status=404)
-        if not is_success(reply.code):
-            raise DeviceError(f"The variable read failed ({code_text(reply.code)})", status=500)
-        return decode_variable(var_type, reply.payload)
