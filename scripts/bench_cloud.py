@@ -142,15 +142,19 @@ class LoopThreadTimer:
 
 @dataclass
 class DbTimer:
-    """Wall time the database worker spends in transactions (off the loop)."""
+    """Wall time the database worker spends in transactions (off the loop), from the
+    database's own counters (``Database.stats``): since the last ``take``."""
 
-    busy_s: float = 0.0
-    transactions: int = 0
+    stats: Any = None
+    _seen: tuple[float, int, int] = (0.0, 0, 0)
 
     def take(self) -> dict[str, Any]:
-        out = {"db_busy_s": self.busy_s, "db_transactions": self.transactions}
-        self.busy_s, self.transactions = 0.0, 0
-        return out
+        if self.stats is None:
+            return {"db_busy_s": 0.0, "db_transactions": 0, "db_jobs": 0}
+        now = (self.stats.busy_s, self.stats.transactions, self.stats.jobs)
+        busy, transactions, jobs = (a - b for a, b in zip(now, self._seen, strict=True))
+        self._seen = now
+        return {"db_busy_s": busy, "db_transactions": transactions, "db_jobs": jobs}
 
 
 async def _serve(role: str, state_dir: str | None, concurrency: int, tick_ms: float) -> None:
@@ -196,18 +200,7 @@ async def _start_ours(
     service = CloudService(state_dir)
     await service.open()
     closers.append(service.close)
-    db = service.db
-    original = db._transaction
-
-    def timed(fn: Any) -> Any:
-        started = time.perf_counter()
-        try:
-            return original(fn)
-        finally:
-            db_timer.busy_s += time.perf_counter() - started
-            db_timer.transactions += 1
-
-    db._transaction = timed  # type: ignore[method-assign]
+    db_timer.stats = service.db.stats
     emails = [f"bench-{i}@example.com" for i in range(concurrency)]
 
     created = service.created_credentials
@@ -376,7 +369,13 @@ class Window:
     def merge(self, other: Window) -> Window:
         """Two windows of the same (operation, server) as one."""
         server: dict[str, Any] = {}
-        for key in ("db_busy_s", "db_transactions", "loop_cpu_s", "loop_runqueue_wait_s"):
+        for key in (
+            "db_busy_s",
+            "db_transactions",
+            "db_jobs",
+            "loop_cpu_s",
+            "loop_runqueue_wait_s",
+        ):
             if key in self.server or key in other.server:
                 server[key] = self.server.get(key, 0) + other.server.get(key, 0)
         lags = [w.server.get("lag", {}) for w in (self, other)]

@@ -27,7 +27,7 @@ from softap_sim.cloud.backend_devices import DeviceVerbs
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.errors import InvalidToken
 from softap_sim.cloud.events import Subscriber
-from softap_sim.cloud.models import tokens
+from softap_sim.cloud.models import clients, tokens
 from softap_sim.cloud.principal import DeviceLink, OfflineLink, Principal
 from softap_sim.cloud.validate import MAX_TOKEN_LENGTH, is_text
 
@@ -69,6 +69,9 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         self._principals: OrderedDict[str, tuple[Principal, float]] = OrderedDict()
         #: bumped whenever tokens are deleted: a lookup that started before does not cache
         self._token_generation = 0
+        #: client id (lower case) → (row with the secret hash, monotonic time cached)
+        self._clients: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
+        self._client_generation = 0
 
     # -- transactions ------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -116,6 +119,30 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         self._token_generation += 1
         for token_hash in [h for h, (p, _t) in self._principals.items() if predicate(p)]:
             del self._principals[token_hash]
+
+    # -- clients ---------------------------------------------------------------------
+    async def _client_row(self, client_id: str) -> dict[str, Any] | None:
+        """The client's row (with its secret hash), remembered like tokens are."""
+        key = client_id.lower()
+        cached = self._clients.get(key)
+        if cached is not None and time.monotonic() - cached[1] < PRINCIPAL_CACHE_TTL_S:
+            return cached[0]
+        generation = self._client_generation
+        row = await self._run(lambda conn: clients.client_row_with_hash(conn, client_id))
+        if row is None:
+            return None
+        found = dict(row)
+        if generation == self._client_generation:
+            self._clients[key] = (found, time.monotonic())
+            self._clients.move_to_end(key)
+            while len(self._clients) > PRINCIPAL_CACHE_SIZE:
+                self._clients.popitem(last=False)
+        return found
+
+    def _forget_client(self, client_id: str) -> None:
+        """A client was changed or deleted (call after the commit)."""
+        self._client_generation += 1
+        self._clients.pop(client_id.lower(), None)
 
 
 def _principal(row: sqlite3.Row) -> Principal:

@@ -62,6 +62,9 @@ class AccountVerbs:
     def _forget_tokens(self, predicate: Callable[[Principal], bool]) -> None:
         raise NotImplementedError  # CloudBackend
 
+    async def _client_row(self, client_id: str) -> dict[str, Any] | None:
+        raise NotImplementedError  # CloudBackend
+
     # -- first start -----------------------------------------------------------------
     async def bootstrap(self) -> dict[str, Any] | None:
         """Seed an empty database; the plain credentials once, else None (``models.seed``)."""
@@ -109,7 +112,7 @@ class AccountVerbs:
             raise InvalidClient("Missing client_secret parameter")
         if len(secret) > validate.MAX_SECRET_LENGTH or not validate.is_text(secret):
             raise InvalidClient(BAD_CLIENT)
-        row = await self._run(lambda c: clients.client_row_with_hash(c, client_id))
+        row = await self._client_row(client_id)
         ok = await kdf.verify_secret(secret, None if row is None else row["secret_hash"])
         if row is None or not ok:
             raise InvalidClient(BAD_CLIENT)

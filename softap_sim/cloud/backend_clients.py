@@ -41,6 +41,9 @@ class ClientVerbs:
     def _forget_tokens(self, predicate: Callable[[Principal], bool]) -> None:
         raise NotImplementedError  # CloudBackend
 
+    def _forget_client(self, client_id: str) -> None:
+        raise NotImplementedError  # CloudBackend
+
     # -- OAuth clients ---------------------------------------------------------------
     async def create_client(
         self,
@@ -121,14 +124,17 @@ class ClientVerbs:
     async def update_client(
         self, client_id: str, *, name: str | None, scope: str | None
     ) -> dict[str, Any]:
-        return await self._run(
+        updated = await self._run(
             lambda c: clients.update_client(c, client_id, name=name, scope=scope)
         )
+        self._forget_client(client_id)
+        return updated
 
     async def delete_client(self, client_id: str) -> bool:
         """Remove the client and every token it issued; False if there is no such client."""
         deleted = await self._run(lambda c: clients.delete_client(c, client_id))
         if deleted:
+            self._forget_client(client_id)
             self._forget_tokens(lambda p: p.client_id.lower() == client_id.lower())
             log.info("cloud: OAuth client %s deleted", client_id)
         return deleted
@@ -160,4 +166,3 @@ class ClientVerbs:
         user_id = row["id"]
         now = self.now()
         return await self._run(lambda c: tokens.list_user_tokens(c, user_id, now))
-
