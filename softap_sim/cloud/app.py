@@ -82,8 +82,9 @@ class ProtocolLogger:
         self._suppressed = 0
 
     def exception(self, msg: str, *args: Any, exc_info: Any = True, **kw: Any) -> None:
-        if isinstance(exc_info, HttpProcessingError):
-            self._malformed(args[0] if args else "?", exc_info)
+        bad_input = _client_fault(exc_info)
+        if bad_input is not None:
+            self._malformed(args[0] if args else "a client", bad_input)
             return
         self._log.error(msg, *args, exc_info=exc_info, **kw)
 
@@ -120,6 +121,18 @@ class ProtocolLogger:
 
     def isEnabledFor(self, level: int) -> bool:  # logging.Logger's name
         return self._log.isEnabledFor(level)
+
+
+def _client_fault(exc: object) -> HttpProcessingError | None:
+    """The parser error behind ``exc`` (itself, or a cause: aiohttp wraps a corrupt body's
+    decoding error in ``RequestPayloadError`` when it drains an unread body), else None."""
+    seen = 0
+    while isinstance(exc, BaseException) and seen < 8:
+        if isinstance(exc, HttpProcessingError):
+            return exc
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return None
 
 
 def _short(exc: HttpProcessingError) -> str:

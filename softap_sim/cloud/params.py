@@ -17,6 +17,8 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from aiohttp import web
+from aiohttp.http_exceptions import HttpProcessingError
+from aiohttp.web_protocol import RequestPayloadError
 
 from softap_sim.cloud.errors import InvalidRequest
 from softap_sim.cloud.validate import is_text, text
@@ -39,7 +41,10 @@ async def read_params(request: web.Request) -> dict[str, str]:
     """
     if request.method in ("GET", "HEAD") or not request.can_read_body:
         return {}
-    raw = await request.content.read(MAX_BODY_BYTES + 1)
+    try:
+        raw = await request.content.read(MAX_BODY_BYTES + 1)
+    except (RequestPayloadError, HttpProcessingError):  # e.g. a corrupt gzip body
+        raise InvalidRequest("The request body cannot be read (bad Content-Encoding?)") from None
     if len(raw) > MAX_BODY_BYTES:
         raise InvalidRequest("Request body too large", status=413)
     ctype = request.content_type
