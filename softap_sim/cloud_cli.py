@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
+from softap_sim import event_loop
 from softap_sim.argtypes import parse_port
 from softap_sim.config import default_state_dir
 from softap_sim.errors import SimulatorError
@@ -94,6 +95,12 @@ def _common(p: argparse.ArgumentParser) -> None:
 def _serve_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (loopback)")
     p.add_argument(
+        "--loop",
+        choices=event_loop.LOOP_CHOICES,
+        default="auto",
+        help="event loop; auto: uvloop when installed (less CPU), else asyncio's",
+    )
+    p.add_argument(
         "--port",
         type=parse_port,
         default=DEFAULT_CLOUD_PORT,
@@ -160,7 +167,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
-    return asyncio.run(_serve_async(args))
+    return event_loop.run(_serve_async(args), getattr(args, "loop", "auto"))
 
 
 def _with_backend(args: argparse.Namespace, fn: Callable[[CloudBackend], Awaitable[T]]) -> T:

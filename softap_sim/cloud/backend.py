@@ -35,6 +35,8 @@ T = TypeVar("T")
 
 #: access tokens remembered after a lookup (bounded: a flood of distinct tokens evicts)
 PRINCIPAL_CACHE_SIZE = 4096
+#: devices whose owners (and public key) are remembered
+DEVICE_CACHE_SIZE = 65536
 #: how long a remembered token is trusted without asking the database again: deletions
 #: by this backend take effect at once; by another process (the CLI on the same file)
 #: within this time
@@ -72,6 +74,11 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         #: client id (lower case) → (row with the secret hash, monotonic time cached)
         self._clients: OrderedDict[str, tuple[dict[str, Any], float]] = OrderedDict()
         self._client_generation = 0
+        #: device id → its owners and product (what an event's visibility needs)
+        self._owners: OrderedDict[str, dict[str, Any]] = OrderedDict()
+        self._owner_generation = 0
+        #: device id → registered public key PEM (a registered key never changes)
+        self._public_keys: dict[str, str] = {}
 
     # -- transactions ------------------------------------------------------------------
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
@@ -143,6 +150,31 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         """A client was changed or deleted (call after the commit)."""
         self._client_generation += 1
         self._clients.pop(client_id.lower(), None)
+
+
+    # -- device owners -----------------------------------------------------------------
+    def _remember_owners(self, row: dict[str, Any] | None, generation: int) -> None:
+        """Cache a device's owners from a row read by a job that started at ``generation``."""
+        if row is None or generation != self._owner_generation:
+            return
+        device_id = row["id"]
+        self._owners[device_id] = {
+            "id": device_id,
+            "owner_user_id": row["owner_user_id"],
+            "owner_customer_id": row["owner_customer_id"],
+            "product_id": row["product_id"],
+        }
+        self._owners.move_to_end(device_id)
+        while len(self._owners) > DEVICE_CACHE_SIZE:
+            self._owners.popitem(last=False)
+
+    def _forget_owners(self, device_id: str | None = None) -> None:
+        """Ownership changed (one device, or ``None``: any); call after the commit."""
+        self._owner_generation += 1
+        if device_id is None:
+            self._owners.clear()
+        else:
+            self._owners.pop(device_id, None)
 
 
 def _principal(row: sqlite3.Row) -> Principal:

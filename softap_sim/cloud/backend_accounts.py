@@ -65,6 +65,9 @@ class AccountVerbs:
     async def _client_row(self, client_id: str) -> dict[str, Any] | None:
         raise NotImplementedError  # CloudBackend
 
+    def _forget_owners(self, device_id: str | None = None) -> None:
+        raise NotImplementedError  # CloudBackend
+
     # -- first start -----------------------------------------------------------------
     async def bootstrap(self) -> dict[str, Any] | None:
         """Seed an empty database; the plain credentials once, else None (``models.seed``)."""
@@ -333,6 +336,7 @@ class AccountVerbs:
         await self._run(lambda c: customers.delete_customer(c, product_id, email))
         if customer is not None:
             self._forget_tokens(lambda p: p.customer_id == customer["id"])
+            self._forget_owners()  # the customer's devices were released
         log.info("cloud: customer deleted from product %s", product_id)
 
     async def first_product(self) -> dict[str, Any] | None:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Iterable
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -25,6 +26,8 @@ if TYPE_CHECKING:
     from softap_sim.cloud.db import Database
 
 T = TypeVar("T")
+#: public keys remembered for handshakes
+DEVICE_KEY_CACHE_SIZE = 65536
 Owner = dict[str, Any]
 DeviceRow = dict[str, Any]
 
@@ -37,7 +40,17 @@ class DeviceVerbs:
     link: DeviceLink
     call_timeout_s: float
 
+    _owners: OrderedDict[str, dict[str, Any]]
+    _owner_generation: int
+    _public_keys: dict[str, str]
+
     async def _run(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        raise NotImplementedError  # CloudBackend
+
+    def _remember_owners(self, row: dict[str, Any] | None, generation: int) -> None:
+        raise NotImplementedError  # CloudBackend
+
+    def _forget_owners(self, device_id: str | None = None) -> None:
         raise NotImplementedError  # CloudBackend
 
     # -- registry --------------------------------------------------------------------
@@ -90,11 +103,32 @@ class DeviceVerbs:
         return await self._run(work)
 
     def device_public_key_sync(self, device_id: str) -> str | None:
-        """The registered SPKI PEM (for the handshake, which runs on a worker thread)."""
-        return self.db.run_sync(lambda conn: registry.device_public_key(conn, device_id))
+        """The registered SPKI PEM (for the handshake, which runs on a worker thread).
+
+        Remembered once found: a registered key never changes (a different key for the
+        same id is refused) and devices are not deleted, so a storm of handshakes costs
+        one database lookup per device.
+        """
+        pem = self._public_keys.get(device_id)
+        if pem is None:
+            pem = self.db.run_sync(lambda conn: registry.device_public_key(conn, device_id))
+            if pem is not None and len(self._public_keys) < DEVICE_KEY_CACHE_SIZE:
+                self._public_keys[device_id] = pem
+        return pem
 
     async def device_row(self, device_id: str) -> DeviceRow | None:
         return await self._run(lambda conn: registry.device_row(conn, device_id))
+
+    async def device_owners(self, device_id: str) -> dict[str, Any] | None:
+        """``{id, owner_user_id, owner_customer_id, product_id}`` of a device, or None:
+        what an event needs for its visibility, remembered between events."""
+        cached = self._owners.get(device_id)
+        if cached is not None:
+            return cached
+        generation = self._owner_generation
+        row = await self.device_row(device_id)
+        self._remember_owners(row, generation)
+        return row
 
     async def device_owner(self, device_id: str) -> Owner | None:
         """``{"device_id","user_id","customer_id","product_id"}`` if owned, else None."""
@@ -111,9 +145,12 @@ class DeviceVerbs:
     # -- sessions (the device server) ------------------------------------------------
     async def device_online(self, device_id: str, ip: str | None) -> DeviceRow:
         now = self.now()
-        return await self._run(
+        generation = self._owner_generation
+        row = await self._run(
             lambda conn: registry.set_device_online(conn, device_id, True, now, ip=ip)
         )
+        self._remember_owners(row, generation)
+        return row
 
     async def device_offline(self, device_id: str) -> DeviceRow:
         now = self.now()
@@ -143,7 +180,10 @@ class DeviceVerbs:
             owner = claims.consume_claim_code(conn, code, device_id, now)
             return before, owner, registry.device_row(conn, device_id)
 
-        return await self._run(work)
+        result = await self._run(work)
+        if result[1] is not None:
+            self._forget_owners(device_id)
+        return result
 
     # -- claim codes and ownership (REST) --------------------------------------------
     async def create_claim_code(
@@ -179,18 +219,22 @@ class DeviceVerbs:
     ) -> dict[str, Any]:
         """``POST /v1/devices``: claim an online, unowned device by id."""
         online = self.link.is_online(device_id)
-        return await self._run(
+        reply = await self._run(
             lambda conn: claims.claim_device_by_id(
                 conn, principal, device_id, online=online, request_transfer=request_transfer
             )
         )
+        self._forget_owners(device_id)
+        return reply
 
     async def unclaim_device(
         self, principal: Principal, device: str, product_ref: str | None
     ) -> dict[str, Any]:
-        return await self._run(
+        reply = await self._run(
             lambda conn: claims.unclaim_device(conn, principal, device, product=product_ref)
         )
+        self._forget_owners()  # ``device`` may be a name: forget them all (rare)
+        return reply
 
     # -- device lists and lookups ----------------------------------------------------
     async def list_devices(self, principal: Principal) -> list[sqlite3.Row]:

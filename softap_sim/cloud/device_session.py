@@ -367,7 +367,7 @@ class Session(CoapExchange):
             await self._on_claim_code(device_id, data or "")
             return
         now = self.backend.now()
-        row = await self.backend.device_row(device_id)
+        row = await self.backend.device_owners(device_id)
         if row is not None:
             self.backend.publish(device_event(row, name, data, now=now, ttl=ttl, private=private))
 

@@ -20,7 +20,6 @@ import hmac
 from collections.abc import Callable
 
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import padding as sym_padding
 from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
@@ -30,6 +29,13 @@ DEVICE_ID_BYTES = 12
 SESSION_BYTES = 40  # AES key 16 ‖ IV 16 ‖ salt 8
 #: the largest frame either side accepts; anything bigger ends the session
 MAX_FRAME_BYTES = 16 * 1024
+
+#: the largest ciphertext whose length fits the 2-byte prefix (a multiple of 16)
+_MAX_SENDABLE = 0xFFFF & ~15
+#: PKCS#7 padding strings, indexed by their length (1..16; index 0 unused)
+_PADS = tuple(bytes((n,)) * n for n in range(17))
+#: 2-byte big-endian length prefixes of every sendable ciphertext size
+_LENGTHS = {size: size.to_bytes(2, "big") for size in range(16, _MAX_SENDABLE + 1, 16)}
 
 
 class ChannelError(Exception):
@@ -150,45 +156,93 @@ class DeviceHandshake:
 
 
 class Channel:
-    """One end of the AES-128-CBC message channel."""
+    """One end of the AES-128-CBC message channel.
+
+    The IV rule (the next IV is the *first* ciphertext block of the previous message in
+    that direction) means a standard CBC context, which chains from the *last* block,
+    cannot simply be kept across messages, and a fresh ``Cipher(...)`` per frame costs
+    ~3 µs. So each direction keeps one long-lived CBC context (one key schedule) and
+    steers it back onto the rule, which leaves the ciphertext byte-for-byte the same:
+
+    * sending: after a multi-block message the context's chaining value is the last
+      block ``C_n`` where the rule wants ``C_1``; XOR-ing ``C_1 ^ C_n`` (``_send_fix``)
+      into the next message's first plaintext block gives ``E(P_1 ^ C_1)``, as required;
+    * receiving: before a frame that follows a multi-block frame the context is fed the
+      wanted IV ``C_1`` as one throw-away block (``_recv_reseed``), whose output is dropped.
+
+    After a one-block message both are already right (``C_1 == C_n``) and cost nothing.
+    PKCS#7 is done with bytes operations; ``receive_data`` walks the buffer with an
+    offset and deletes the consumed bytes once.
+    """
 
     def __init__(self, session: bytes) -> None:
         if len(session) != SESSION_BYTES:
             raise ValueError("session material is 40 bytes")
         self._key = session[:16]
-        self._send_iv = session[16:32]
-        self._recv_iv = session[16:32]
+        aes = algorithms.AES(self._key)
+        iv = session[16:32]
+        self._encrypt_blocks = Cipher(aes, modes.CBC(iv)).encryptor().update
+        self._decrypt_blocks = Cipher(aes, modes.CBC(iv)).decryptor().update
+        #: XOR mask (as an int) for the next plaintext's first block; 0 when none is due
+        self._send_fix = 0
+        #: block to feed the decryptor before the next frame; empty when none is due
+        self._recv_reseed = b""
         self.salt = session[32:40]
         self._buffer = bytearray()
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        padder = sym_padding.PKCS7(128).padder()
-        padded = padder.update(plaintext) + padder.finalize()
-        enc = Cipher(algorithms.AES(self._key), modes.CBC(self._send_iv)).encryptor()
-        ct = enc.update(padded) + enc.finalize()
-        if len(ct) > 0xFFFF:
+        if plaintext.__class__ is not bytes:
+            # any buffer, as the padding object took (and TypeError for anything else)
+            plaintext = bytes(memoryview(plaintext))
+        n = 16 - len(plaintext) % 16
+        size = len(plaintext) + n
+        if size > _MAX_SENDABLE:
+            # before any state moves, as the old encrypt-then-check had no side effects
             raise ChannelError("message too large for the 2-byte length")
-        self._send_iv = ct[:16]
-        return len(ct).to_bytes(2, "big") + ct
+        padded = plaintext + _PADS[n]
+        fix = self._send_fix
+        if fix:
+            head = (int.from_bytes(padded[:16], "big") ^ fix).to_bytes(16, "big")
+            ct = self._encrypt_blocks(head + padded[16:] if size > 16 else head)
+        else:
+            ct = self._encrypt_blocks(padded)
+        if size > 16:
+            self._send_fix = int.from_bytes(ct[:16], "big") ^ int.from_bytes(ct[-16:], "big")
+        else:
+            self._send_fix = 0
+        return _LENGTHS[size] + ct
 
     def receive_data(self, data: bytes) -> list[bytes]:
         """Complete frames decrypted, in order; partial frames wait for more bytes."""
-        self._buffer += data
+        buf = self._buffer
+        buf += data
+        end = len(buf)
         out: list[bytes] = []
-        while len(self._buffer) >= 2:
-            length = int.from_bytes(self._buffer[:2], "big")
-            if length == 0 or length % 16 or length > MAX_FRAME_BYTES:
+        if end < 2:
+            return out
+        decrypt = self._decrypt_blocks
+        reseed = self._recv_reseed
+        pos = 0
+        while end - pos >= 2:
+            length = buf[pos] << 8 | buf[pos + 1]
+            if length == 0 or length & 15 or length > MAX_FRAME_BYTES:
+                del buf[:pos]
+                self._recv_reseed = reseed
                 raise ChannelError(f"bad frame length {length}")
-            if len(self._buffer) < 2 + length:
+            start = pos + 2
+            stop = start + length
+            if stop > end:
                 break
-            ct = bytes(self._buffer[2 : 2 + length])
-            del self._buffer[: 2 + length]
-            dec = Cipher(algorithms.AES(self._key), modes.CBC(self._recv_iv)).decryptor()
-            padded = dec.update(ct) + dec.finalize()
-            self._recv_iv = ct[:16]
-            unpadder = sym_padding.PKCS7(128).unpadder()
-            try:
-                out.append(unpadder.update(padded) + unpadder.finalize())
-            except ValueError:
-                raise ChannelError("bad padding: wrong key or corrupted frame") from None
+            ct = bytes(buf[start:stop])
+            padded = decrypt(reseed + ct)[16:] if reseed else decrypt(ct)
+            reseed = ct[:16] if length > 16 else b""
+            pos = stop
+            n = padded[-1]
+            if n > 16 or n == 0 or not padded.endswith(_PADS[n]):
+                del buf[:pos]
+                self._recv_reseed = reseed
+                raise ChannelError("bad padding: wrong key or corrupted frame")
+            out.append(padded[:-n])
+        del buf[:pos]
+        self._recv_reseed = reseed
         return out
