@@ -63,10 +63,18 @@ no measured cost; it only saves set-up time.
    Waiting is bounded by ``--claim-timeout`` per N; devices still unclaimed then are
    counted, not waited for. ``RLIMIT_NOFILE`` is raised (soft → hard) when N needs it.
 
-``--openssl-sign`` is a what-if: in the cloud process it replaces
-``softap_sim.protocol.lightssl._rsa_raw_sign`` (a pure-Python ``pow`` with the private
-exponent, no CRT, that holds the GIL) by ``key.sign(mac, PKCS1v15(), NoDigestInfo())``,
-which produces the same bytes (checked at start-up) in OpenSSL. Nothing else changes.
+The floor (issue text: "N x the measured cost of one handshake's RSA private operation ÷
+usable cores", measured in the same run): right before each storm the bench times the
+private operations of one handshake on this machine, single-threaded, median of
+``--floor-reps``: the server's RSA-2048 PKCS#1 decrypt of the device block and its raw
+type-1 signature of the HMAC, and the device's RSA-1024 decrypt of the session material.
+``rsa_floor_s = N x that ÷ usable cores`` (``os.sched_getaffinity``). The report also gives
+a second floor that counts all the work actually done: ``cpu_floor_s = (cloud CPU +
+bench CPU during the storm) ÷ usable cores``, the wall time if both cores were busy all
+the time. ``wall / floor`` is reported for both.
+
+``--loop`` picks the event loop of both processes, as ``softap-sim run --loop`` does
+(``auto``: uvloop when installed, the default of ``run`` and ``fleet``).
 
 Benchmarks are not tests: the exit status is 0 whatever the numbers unless
 ``--enforce`` is given; then 1 when a target is missed (handshake errors or fewer than
@@ -77,7 +85,7 @@ Examples::
 
     python scripts/bench_claim.py
     python scripts/bench_claim.py --devices 1 100 --handshakes 300 --json
-    python scripts/bench_claim.py --skip-handshakes --devices 1000 --openssl-sign
+    python scripts/bench_claim.py --skip-handshakes --devices 1000 --loop asyncio
 """
 
 from __future__ import annotations
@@ -121,10 +129,16 @@ from benchlib import (  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from firmware_model import DeviceIdentity, DeviceKey, DeviceState, RadioEnvironment  # noqa: E402
+from softap_sim import event_loop  # noqa: E402
 from softap_sim.cloud_client import HELLO_FLAGS, PLATFORM_ID, load_server_key  # noqa: E402
 from softap_sim.protocol import coap  # noqa: E402
 from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option  # noqa: E402
-from softap_sim.protocol.lightssl import NONCE_BYTES, Channel, DeviceHandshake  # noqa: E402
+from softap_sim.protocol.lightssl import (  # noqa: E402
+    NONCE_BYTES,
+    Channel,
+    DeviceHandshake,
+    _rsa_raw_sign,
+)
 
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 60.0
@@ -227,24 +241,6 @@ def install_log_counter(*, cloud: bool) -> LogCounter:
 # ==================================================================================
 # cloud process (--serve-cloud)
 # ==================================================================================
-def _openssl_raw_sign(key: rsa.RSAPrivateKey, data: bytes) -> bytes:
-    """PKCS#1 type-1 padding without DigestInfo and the private operation, in OpenSSL."""
-    from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
-
-    return key.sign(data, padding.PKCS1v15(), NoDigestInfo())
-
-
-def _patch_openssl_sign() -> None:
-    """The ``--openssl-sign`` what-if; refuses when the bytes would differ."""
-    from softap_sim.protocol import lightssl
-
-    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-    mac = os.urandom(20)
-    if _openssl_raw_sign(key, mac) != lightssl._rsa_raw_sign(key, mac):
-        raise BenchError("--openssl-sign: OpenSSL's signature differs from _rsa_raw_sign")
-    lightssl._rsa_raw_sign = _openssl_raw_sign
-
-
 class CloudHost:
     """The cloud under test and the bench's hooks into it (runs in the cloud process)."""
 
@@ -323,8 +319,6 @@ async def _serve_cloud(args: argparse.Namespace) -> None:
         transport.write(json.dumps(data).encode() + b"\n")
 
     raise_nofile(args.nofile)
-    if args.openssl_sign:
-        _patch_openssl_sign()
     host = CloudHost(emit, args.tick_ms)
     profiler = cProfile.Profile() if args.profile_cloud else None
     try:
@@ -357,7 +351,7 @@ async def _serve_cloud(args: argparse.Namespace) -> None:
 def serve_main(args: argparse.Namespace) -> int:
     # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve_cloud(args))
+    event_loop.run(_serve_cloud(args), args.loop)
     return 0
 
 
@@ -442,8 +436,7 @@ SCRIPT: Final = str(Path(__file__).resolve())
 def cloud_argv(args: argparse.Namespace, nofile: int, profile: str | None = None) -> list[str]:
     argv = [sys.executable, SCRIPT, "--serve-cloud", "--tick-ms", str(args.tick_ms)]
     argv += ["--nofile", str(nofile)]
-    if args.openssl_sign:
-        argv.append("--openssl-sign")
+    argv += ["--loop", args.loop]
     if profile:
         argv += ["--profile-cloud", profile]
     return argv
@@ -691,6 +684,62 @@ async def _bounded_gather(limit: int, coros: list[Any]) -> list[Any]:
     return await asyncio.gather(*(one(c) for c in coros))
 
 
+def usable_cores() -> int:
+    """The cores this process may run on (the affinity mask, not the machine's count)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def measure_rsa_floor(reps: int) -> dict[str, Any]:
+    """Single-threaded cost of the RSA private operations of one handshake (ms, median).
+
+    The server's RSA-2048 PKCS#1 decrypt and raw type-1 signature (``lightssl``'s own
+    function), the device's RSA-1024 decrypt: the operations no implementation can skip.
+    """
+    server = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    device = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    block = server.public_key().encrypt(os.urandom(52), padding.PKCS1v15())
+    session = device.public_key().encrypt(os.urandom(40), padding.PKCS1v15())
+    mac = os.urandom(20)
+    ops: dict[str, Callable[[], object]] = {
+        "server_decrypt_ms": lambda: server.decrypt(block, padding.PKCS1v15()),
+        "server_sign_ms": lambda: _rsa_raw_sign(server, mac),
+        "device_decrypt_ms": lambda: device.decrypt(session, padding.PKCS1v15()),
+    }
+    out: dict[str, Any] = {"reps": reps}
+    for name, op in ops.items():
+        for _ in range(max(5, reps // 20)):  # warm-up
+            op()
+        times = []
+        for _ in range(reps):
+            t = time.perf_counter()
+            op()
+            times.append(time.perf_counter() - t)
+        out[name] = statistics.median(times) * 1e3
+    out["per_handshake_ms"] = out["server_decrypt_ms"] + out["server_sign_ms"] + out[
+        "device_decrypt_ms"
+    ]
+    return out
+
+
+def add_floors(result: dict[str, Any], rsa_cost: dict[str, Any], n: int) -> None:
+    """The two floors of the module docstring and the storm's wall time against them."""
+    cores = usable_cores()
+    rsa_floor = n * rsa_cost["per_handshake_ms"] / 1e3 / cores
+    cpu_floor = (result["cloud_cpu_s"] + result["bench_cpu_s"]) / cores
+    wall = result["wall_s"]
+    result["floor"] = {
+        "cores": cores,
+        "rsa": rsa_cost,
+        "rsa_floor_s": rsa_floor,
+        "cpu_floor_s": cpu_floor,
+        "wall_over_rsa_floor": wall / rsa_floor if wall else None,
+        "wall_over_cpu_floor": wall / cpu_floor if wall and cpu_floor > 0 else None,
+    }
+
+
 async def run_claims(args: argparse.Namespace, pool: list[DeviceKey], n: int) -> dict[str, Any]:
     from softap_sim import DeviceEmulator, SimConfig
 
@@ -747,7 +796,9 @@ async def run_claims(args: argparse.Namespace, pool: list[DeviceKey], n: int) ->
             await _bounded_gather(args.setup_concurrency, [t.emu.start() for t in tracked])
             await _bounded_gather(args.setup_concurrency, [_prepare(t) for t in tracked])
             setup_s = time.monotonic() - setup_t0
+            rsa_cost = await asyncio.to_thread(measure_rsa_floor, args.floor_reps)
             result = await _measure_claims(args, cloud, tracked, all_claimed)
+            add_floors(result, rsa_cost, n)
         finally:
             await _bounded_gather(args.setup_concurrency, [t.emu.close() for t in tracked])
     finally:
@@ -888,7 +939,8 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             "devices": list(args.devices),
             "claim_timeout_s": args.claim_timeout,
             "timing": "fast",
-            "openssl_sign": args.openssl_sign,
+            "loop": args.loop,
+            "usable_cores": usable_cores(),
             "tick_ms": args.tick_ms,
         },
         "handshakes": None,
@@ -919,6 +971,12 @@ def judge(report: dict[str, Any], args: argparse.Namespace) -> list[str]:
                 f"N={n}: {res['devices'] - res['claimed']} devices not claimed within "
                 f"{res['claim_timeout_s']} s"
             )
+        ratio = res["floor"]["wall_over_rsa_floor"]
+        if ratio is not None and ratio > args.max_floor_ratio:
+            missed.append(
+                f"N={n}: wall {res['wall_s']:.2f} s = {ratio:.2f}x the RSA floor "
+                f"{res['floor']['rsa_floor_s']:.3f} s > {args.max_floor_ratio}x"
+            )
         p99 = res["connect_ap_to_claimed"]["p99_ms"]
         if p99 is not None and p99 / 1e3 > args.max_claim_p99_s:
             missed.append(f"N={n}: claim p99 {p99 / 1e3:.1f} s > {args.max_claim_p99_s} s")
@@ -939,7 +997,7 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
     print(
         f"device-link benchmark: {cfg['cpus']} CPUs, cloud in its own process, fast timing, "
         f"{cfg['key_pool']} RSA-1024 keys shared round-robin (made in {cfg['keygen_s']:.2f} s)"
-        + (", WHAT-IF --openssl-sign" if cfg["openssl_sign"] else "")
+        + f", {cfg['loop']} loop"
     )
     hs = report["handshakes"]
     if hs:
@@ -1002,6 +1060,17 @@ def print_table(report: dict[str, Any], missed: list[str]) -> None:
             if ends:
                 notes.append("; ".join(f"{k} x{v}" for k, v in sorted(ends.items())))
             print(f"  N={n}: " + ", ".join(notes))
+            fl = r["floor"]
+            rsa_ops = fl["rsa"]
+            print(
+                f"  N={n} floors ({fl['cores']} usable cores): RSA private ops per handshake "
+                f"{rsa_ops['per_handshake_ms']:.3f} ms (server decrypt "
+                f"{rsa_ops['server_decrypt_ms']:.3f} + sign {rsa_ops['server_sign_ms']:.3f} + "
+                f"device decrypt {rsa_ops['device_decrypt_ms']:.3f}) -> RSA floor "
+                f"{fl['rsa_floor_s']:.3f} s, wall/RSA floor {_fmt(fl['wall_over_rsa_floor'], 2)}; "
+                f"CPU floor (cloud {r['cloud_cpu_s']:.2f} + bench {r['bench_cpu_s']:.2f} CPU-s) "
+                f"{fl['cpu_floor_s']:.3f} s, wall/CPU floor {_fmt(fl['wall_over_cpu_floor'], 2)}"
+            )
     for line in missed:
         print(f"MISSED: {line}")
 
@@ -1059,9 +1128,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--skip-handshakes", action="store_true", help="only the claim runs")
     parser.add_argument(
-        "--openssl-sign",
-        action="store_true",
-        help="what-if: the cloud signs its handshake reply in OpenSSL (same bytes)",
+        "--loop",
+        choices=event_loop.LOOP_CHOICES,
+        default="auto",
+        help="event loop of both processes (default auto: uvloop when installed, as run)",
+    )
+    parser.add_argument(
+        "--floor-reps",
+        type=positive_int,
+        default=300,
+        help="repetitions of each RSA private operation for the floor (default 300)",
+    )
+    parser.add_argument(
+        "--max-floor-ratio",
+        type=positive_float,
+        default=1.3,
+        help="with --enforce: the claim storm's wall time / RSA floor at most (default 1.3)",
     )
     parser.add_argument(
         "--tick-ms", type=positive_float, default=5.0, help="cloud loop watchdog (default 5)"
@@ -1105,7 +1187,7 @@ def main(argv: list[str] | None = None) -> int:
         return serve_main(args)
     DEVICE_LOGS = install_log_counter(cloud=False)
     try:
-        report = asyncio.run(run_benchmark(args))
+        report = event_loop.run(run_benchmark(args), args.loop)
     except BenchError as err:
         print(f"bench_claim: set-up failed: {err}", file=sys.stderr)
         return 2
