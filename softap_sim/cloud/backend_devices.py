@@ -64,7 +64,7 @@ class DeviceVerbs:
     ) -> DeviceRow:
         """Put a device (id + public key) into the registry (idempotent; see the model)."""
         now = self.now()
-        return await self._run(
+        row = await self._run(
             lambda conn: registry.register_device(
                 conn,
                 device_id=device_id.lower(),
@@ -74,6 +74,8 @@ class DeviceVerbs:
                 now=now,
             )
         )
+        self._remember_key(row["id"], row["public_key_pem"])
+        return row
 
     async def register_devices(self, batch: Iterable[tuple[str, str]]) -> list[str | None]:
         """Register many (id, public key PEM) pairs in one transaction.
@@ -84,12 +86,14 @@ class DeviceVerbs:
         items = list(batch)
         now = self.now()
 
+        registered: list[tuple[str, str]] = []
+
         def work(conn: sqlite3.Connection) -> list[str | None]:
             errors: list[str | None] = []
             for device_id, pem in items:
                 conn.execute("SAVEPOINT one_device")
                 try:
-                    registry.register_device(
+                    row = registry.register_device(
                         conn, device_id=device_id.lower(), public_key_pem=pem, now=now
                     )
                 except CloudError as err:
@@ -97,23 +101,31 @@ class DeviceVerbs:
                     errors.append(err.description)
                 else:
                     errors.append(None)
+                    registered.append((row["id"], row["public_key_pem"]))
                 conn.execute("RELEASE one_device")
             return errors
 
-        return await self._run(work)
+        errors = await self._run(work)
+        for device_id, pem in registered:
+            self._remember_key(device_id, pem)
+        return errors
+
+    def _remember_key(self, device_id: str, pem: str) -> None:
+        if len(self._public_keys) < DEVICE_KEY_CACHE_SIZE:
+            self._public_keys[device_id] = pem
 
     def device_public_key_sync(self, device_id: str) -> str | None:
         """The registered SPKI PEM (for the handshake, which runs on a worker thread).
 
-        Remembered once found: a registered key never changes (a different key for the
-        same id is refused) and devices are not deleted, so a storm of handshakes costs
-        one database lookup per device.
+        Remembered at registration and once found: a registered key never changes (a
+        different key for the same id is refused) and devices are not deleted, so a storm
+        of handshakes from registered devices needs no database lookup.
         """
         pem = self._public_keys.get(device_id)
         if pem is None:
             pem = self.db.run_sync(lambda conn: registry.device_public_key(conn, device_id))
-            if pem is not None and len(self._public_keys) < DEVICE_KEY_CACHE_SIZE:
-                self._public_keys[device_id] = pem
+            if pem is not None:
+                self._remember_key(device_id, pem)
         return pem
 
     async def device_row(self, device_id: str) -> DeviceRow | None:

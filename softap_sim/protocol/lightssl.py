@@ -191,15 +191,13 @@ class Channel:
         self._buffer = bytearray()
 
     def encrypt(self, plaintext: bytes) -> bytes:
-        if plaintext.__class__ is not bytes:
-            # any buffer, as the padding object took (and TypeError for anything else)
-            plaintext = bytes(memoryview(plaintext))
-        n = 16 - len(plaintext) % 16
-        size = len(plaintext) + n
+        # bytes or bytearray; TypeError for anything else (memoryview included, as the
+        # padder-object version did), before any check or state change
+        padded = plaintext + _PADS[16 - len(plaintext) % 16]
+        size = len(padded)
         if size > _MAX_SENDABLE:
             # before any state moves, as the old encrypt-then-check had no side effects
             raise ChannelError("message too large for the 2-byte length")
-        padded = plaintext + _PADS[n]
         fix = self._send_fix
         if fix:
             head = (int.from_bytes(padded[:16], "big") ^ fix).to_bytes(16, "big")
