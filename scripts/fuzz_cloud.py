@@ -224,7 +224,32 @@ def _fuzz_id(tb: Any) -> str | None:
     return None
 
 
-async def _serve(state_dir: Path, setup: dict[str, Any]) -> None:
+class _MemoryTrace:
+    """``--tracemalloc``: the child's allocation growth between two ``mem`` commands."""
+
+    def __init__(self, path: Path) -> None:
+        import tracemalloc
+
+        self.path = path
+        self._tm = tracemalloc
+        tracemalloc.start(8)
+        self.baseline: Any = None
+
+    def command(self) -> None:
+        snap = self._tm.take_snapshot().filter_traces(
+            [self._tm.Filter(False, self._tm.__file__)]
+        )
+        if self.baseline is None:
+            self.baseline = snap
+            return
+        lines = ["top allocation growth since the warm-up (size, count, where):"]
+        for stat in snap.compare_to(self.baseline, "traceback")[:15]:
+            lines.append(f"{stat.size_diff / 1024:+9.1f} KiB {stat.count_diff:+8d}")
+            lines.extend(f"      {line}" for line in stat.traceback.format()[-8:])
+        self.path.write_text("\n".join(lines) + "\n")
+
+
+async def _serve(state_dir: Path, setup: dict[str, Any], trace: Path | None = None) -> None:
     from softap_sim.cloud.service import CloudService
 
     service = CloudService(state_dir)
@@ -254,8 +279,10 @@ async def _serve(state_dir: Path, setup: dict[str, Any]) -> None:
         loop = asyncio.get_running_loop()
         reader = asyncio.StreamReader()
         await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-        while await reader.readline():
-            pass
+        memory = _MemoryTrace(trace) if trace is not None else None
+        while line := await reader.readline():
+            if memory is not None and line.strip() == b"mem":
+                memory.command()
     finally:
         await service.close()
 
@@ -273,7 +300,7 @@ def serve_main(args: argparse.Namespace) -> int:
     logging.getLogger("softap_sim.cloud.device_server").setLevel(logging.ERROR)
     setup = json.loads(Path(args.setup).read_text())
     with asyncio.Runner(loop_factory=_loop_factory()) as runner:
-        runner.run(_serve(state_dir, setup))
+        runner.run(_serve(state_dir, setup, Path(args.tracemalloc) if args.tracemalloc else None))
     return 0
 
 
@@ -1517,12 +1544,15 @@ class Child:
         self.errors_path = tmp / "errors.jsonl"
         self.proc: asyncio.subprocess.Process | None = None
         self.info: dict[str, Any] = {}
+        self.tracemalloc: str | None = None
 
     async def start(self) -> dict[str, Any]:
         state = self.tmp / "state"
         state.mkdir()
         argv = [sys.executable, SCRIPT, "--serve", "--state-dir", str(state),
                 "--setup", str(self.setup_file)]
+        if self.tracemalloc:
+            argv += ["--tracemalloc", self.tracemalloc]
         with self.stderr_path.open("wb") as err:
             self.proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
@@ -1543,6 +1573,12 @@ class Child:
     @property
     def running(self) -> bool:
         return self.proc is not None and self.proc.returncode is None
+
+    async def memory_mark(self) -> None:
+        """``--tracemalloc``: a snapshot in the child (the first is the baseline)."""
+        if self.tracemalloc and self.proc is not None and self.proc.stdin is not None:
+            self.proc.stdin.write(b"mem\n")
+            await self.proc.stdin.drain()
 
     def rss_mib(self) -> float | None:
         return memory_mib(self.proc.pid)["rss_mib"] if self.proc is not None else None
@@ -2038,6 +2074,7 @@ async def run_fuzz(args: argparse.Namespace) -> dict[str, Any]:
             for d in devices
         ]}))
         child = Child(tmp, setup_file, args.code_dir)
+        child.tracemalloc = args.tracemalloc
         fakes: list[FakeDevice] = []
         try:
             info = await child.start()
@@ -2063,6 +2100,7 @@ async def run_fuzz(args: argparse.Namespace) -> dict[str, Any]:
             done = await load.run(warm, deadline)
             await refresh_world(api, world, online=online_ids)
             rss_warm = child.rss_mib()
+            await child.memory_mark()
             canaries_passed, canary_failures = 0, []
             per_batch_rss: list[float | None] = []
             total = done
@@ -2096,6 +2134,7 @@ async def run_fuzz(args: argparse.Namespace) -> dict[str, Any]:
                           file=sys.stderr, flush=True)
             elapsed = time.monotonic() - t0
             rss_end = child.rss_mib()
+            await child.memory_mark()
             stayed_up = child.running and await dev_fuzz.good_handshake() is None
             function_calls = sum(f.calls for f in fakes)
         except BenchError as err:
@@ -2231,6 +2270,12 @@ def build_parser() -> argparse.ArgumentParser:
         default=str(REPO_ROOT),
         help="directory whose softap_sim package is fuzzed (default: this checkout), e.g. "
         "a 'git archive HEAD' snapshot while the working tree is being edited",
+    )
+    parser.add_argument(
+        "--tracemalloc",
+        metavar="PATH",
+        help="diagnosis: trace the child's allocations (slower) and write the top growth "
+        "from the end of the warm-up to the end of the run to PATH",
     )
     parser.add_argument("--serve", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)

@@ -171,8 +171,10 @@ class Channel:
       wanted IV ``C_1`` as one throw-away block (``_recv_reseed``), whose output is dropped.
 
     After a one-block message both are already right (``C_1 == C_n``) and cost nothing.
-    PKCS#7 is done with bytes operations; ``receive_data`` walks the buffer with an
-    offset and deletes the consumed bytes once.
+    PKCS#7 is done with bytes operations; ``receive_data`` walks the buffer (or, when
+    nothing is pending, the caller's ``bytes`` themselves) with an offset and deletes the
+    consumed bytes once. ``tests/test_lightssl_fast.py`` holds all of this to the old
+    Cipher-per-frame version (``tests/lightssl_reference.py``), errors included.
     """
 
     def __init__(self, session: bytes) -> None:
@@ -186,7 +188,7 @@ class Channel:
         #: XOR mask (as an int) for the next plaintext's first block; 0 when none is due
         self._send_fix = 0
         #: block to feed the decryptor before the next frame; empty when none is due
-        self._recv_reseed = b""
+        self._recv_reseed: bytes | bytearray = b""
         self.salt = session[32:40]
         self._buffer = bytearray()
 
@@ -213,34 +215,50 @@ class Channel:
     def receive_data(self, data: bytes) -> list[bytes]:
         """Complete frames decrypted, in order; partial frames wait for more bytes."""
         buf = self._buffer
-        buf += data
-        end = len(buf)
+        src: bytes | bytearray
+        if buf or data.__class__ is not bytes:
+            buf += data  # (a TypeError for a non-buffer, before anything moves)
+            src = buf
+        else:
+            src = data  # nothing pending: parse the caller's bytes without copying them
+        end = len(src)
         out: list[bytes] = []
         if end < 2:
+            if src is data:
+                buf += data
             return out
         decrypt = self._decrypt_blocks
         reseed = self._recv_reseed
         pos = 0
         while end - pos >= 2:
-            length = buf[pos] << 8 | buf[pos + 1]
+            length = src[pos] << 8 | src[pos + 1]
             if length == 0 or length & 15 or length > MAX_FRAME_BYTES:
-                del buf[:pos]
-                self._recv_reseed = reseed
+                self._consumed(src, pos, reseed)
                 raise ChannelError(f"bad frame length {length}")
             start = pos + 2
             stop = start + length
             if stop > end:
                 break
-            ct = bytes(buf[start:stop])
+            ct = src[start:stop]
             padded = decrypt(reseed + ct)[16:] if reseed else decrypt(ct)
             reseed = ct[:16] if length > 16 else b""
             pos = stop
             n = padded[-1]
             if n > 16 or n == 0 or not padded.endswith(_PADS[n]):
-                del buf[:pos]
-                self._recv_reseed = reseed
+                self._consumed(src, pos, reseed)
                 raise ChannelError("bad padding: wrong key or corrupted frame")
             out.append(padded[:-n])
-        del buf[:pos]
-        self._recv_reseed = reseed
+        self._consumed(src, pos, reseed)
         return out
+
+    def _consumed(self, src: bytes | bytearray, pos: int, reseed: bytes | bytearray) -> None:
+        """Drop the first ``pos`` bytes of ``src`` and keep the rest (and the IV) for later.
+
+        On an error too, so the channel is left exactly where the frame-at-a-time version
+        stopped: frames before the bad one (and a badly padded one itself) consumed.
+        """
+        self._recv_reseed = reseed
+        if src is self._buffer:
+            del self._buffer[:pos]
+        elif pos < len(src):
+            self._buffer += src[pos:]
