@@ -184,7 +184,5 @@ async def customer_tokens(
 ) -> list[str]:
     """Create a customer per e-mail address and return an access token for each (one
     database transaction, through ``CloudBackend.create_customers_with_tokens``)."""
-    tokens: list[str] = await backend.create_customers_with_tokens(
-        product_id, client_id, list(emails)
-    )
-    return tokens
+    created = await backend.create_customers_with_tokens(product_id, client_id, list(emails))
+    return [str(body["access_token"]) for _customer, body in created]

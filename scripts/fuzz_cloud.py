@@ -1687,8 +1687,36 @@ async def build_world(api: Api, info: dict[str, Any], devices: list[DeviceIdenti
     return w
 
 
+async def prune_world(api: Api, w: World) -> int:
+    """Delete the clients and customers the fuzzed requests created (and last batch's
+    spares): the data set stays the same size from batch to batch, so RSS growth measures
+    leaks, not a database that grows (list replies of 10,000 clients are megabytes)."""
+    admin = w.user_tokens[0]
+    deleted = 0
+    for path in (f"/v1/products/{w.product_id}/clients", "/v1/clients"):
+        status, data = await api.call("GET", path, token=admin)
+        if status != 200 or not isinstance(data, dict):
+            continue
+        for client in data.get("clients", []):
+            cid = client.get("id")
+            if isinstance(cid, str) and cid.lower() != w.client_id.lower():
+                await api.call("DELETE", f"{path}/{quote(cid, safe='')}", token=admin)
+                deleted += 1
+    keep = {e.lower() for e in w.customer_emails}
+    status, data = await api.call("GET", f"/v1/products/{w.product_id}/customers", token=admin)
+    if status == 200 and isinstance(data, dict):
+        for customer in data.get("customers", []):
+            email = customer.get("username")
+            if isinstance(email, str) and email.lower() not in keep:
+                path = f"/v1/products/{w.product_id}/customers/{quote(email, safe='')}"
+                await api.call("DELETE", path, token=admin)
+                deleted += 1
+    return deleted
+
+
 async def refresh_world(api: Api, w: World, *, online: dict[str, str]) -> None:
     """Spare targets for destructive routes; tokens re-minted; online devices re-claimed."""
+    await prune_world(api, w)
     w.spare_tokens = [await api.client_token(w) for _ in range(20)]
     w.spare_emails = []
     for _ in range(8):

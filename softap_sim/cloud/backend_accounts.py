@@ -272,22 +272,10 @@ class AccountVerbs:
         self, product_id: int, client_id: str, email: str, password: str | None
     ) -> tuple[dict[str, Any], dict[str, Any]]:
         """A customer and a ``scope=customer=`` token of ``client_id`` (fixtures, benches)."""
-        password_hash = None if password is None else await kdf.hash_password(password)
-        now = self.now()
-
-        def work(conn: sqlite3.Connection) -> tuple[dict[str, Any], dict[str, Any]]:
-            customer = customers.insert_customer(conn, product_id, email, password_hash, now)
-            body = tokens.issue_tokens(
-                conn,
-                client_id=client_id,
-                customer_id=customer["id"],
-                product_id=product_id,
-                scope=f"customer={customer['email']}",
-                now=now,
-            )
-            return customer, body
-
-        return await self._run(work)
+        (created,) = await self.create_customers_with_tokens(
+            product_id, client_id, [email], password
+        )
+        return created
 
     async def create_customers_with_tokens(
         self,
@@ -295,13 +283,13 @@ class AccountVerbs:
         client_id: str,
         emails: list[str],
         password: str | None = None,
-    ) -> list[str]:
-        """Many customers (all with ``password``, or shadow ones) and a customer token
-        each, in one transaction: the access tokens, in order (benchmarks, fleets)."""
+    ) -> list[tuple[dict[str, Any], dict[str, Any]]]:
+        """Customers (all with ``password``, or shadow ones) and a ``scope=customer=`` token
+        of ``client_id`` each, in one transaction: (customer, token JSON) pairs in order."""
         hashes = [None if password is None else await kdf.hash_password(password) for _ in emails]
         now = self.now()
 
-        def work(conn: sqlite3.Connection) -> list[str]:
+        def work(conn: sqlite3.Connection) -> list[tuple[dict[str, Any], dict[str, Any]]]:
             out = []
             for email, password_hash in zip(emails, hashes, strict=True):
                 customer = customers.insert_customer(conn, product_id, email, password_hash, now)
@@ -313,7 +301,7 @@ class AccountVerbs:
                     scope=f"customer={customer['email']}",
                     now=now,
                 )
-                out.append(str(body["access_token"]))
+                out.append((customer, body))
             return out
 
         return await self._run(work)
