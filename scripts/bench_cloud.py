@@ -59,10 +59,18 @@ server). 2 means set-up failed, 3 that requests failed under load.
 The device link (TCP 5683: full handshakes/s, and connect-ap → claimed with N emulated
 devices at once) is measured by ``scripts/bench_claim.py``.
 
+``--what-if NAME`` (repeatable) adds our server once more with one of this benchmark's
+improvements turned off (``no-group-commit``: a transaction per database job;
+``no-caches``: tokens and clients looked up in the database on every request; or both),
+measured in the same run and alternating with the others, so each change's share shows.
+``--loop`` picks the servers' event loop (default ``auto``: uvloop, as ``softap-sim run``).
+
 Examples::
 
     python scripts/bench_cloud.py
     python scripts/bench_cloud.py --concurrency 32 --requests 5000 --json
+    python scripts/bench_cloud.py --what-if no-group-commit --what-if no-caches \
+        --what-if no-group-commit+no-caches
 """
 
 from __future__ import annotations
@@ -96,6 +104,8 @@ from benchlib import (
     stop_child,
 )
 
+from softap_sim import event_loop
+
 REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 60.0
@@ -106,6 +116,12 @@ OPERATIONS: Final = ("password", "client_credentials", "claim_code")
 #: operations without a password KDF: the ones --min-ratio applies to
 KDF_FREE: Final = ("client_credentials", "claim_code")
 ROLES: Final = ("ours", "bare")
+#: ``--what-if`` variants of our server, measured as extra roles in the same run
+WHAT_IFS: Final = {
+    "no-group-commit": "every database job in a transaction of its own (max_batch=1)",
+    "no-caches": "every request looks its token and client up in the database",
+    "no-group-commit+no-caches": "both of the above: the shape of the cloud before issue 10",
+}
 PRODUCT_SLUG: Final = "bench-product"
 CUSTOMER_PASSWORD: Final = "bench-password-1"  # a throwaway value in a temp database
 
@@ -157,7 +173,20 @@ class DbTimer:
         return {"db_busy_s": busy, "db_transactions": transactions, "db_jobs": jobs}
 
 
-async def _serve(role: str, state_dir: str | None, concurrency: int, tick_ms: float) -> None:
+def _apply_what_if(service: Any, what_if: str) -> None:
+    """Turn one of this run's improvements off in our server (``--what-if``)."""
+    from softap_sim.cloud import backend
+
+    parts = set(what_if.split("+"))
+    if "no-group-commit" in parts:
+        service.db.max_batch = 1
+    if "no-caches" in parts:
+        backend.PRINCIPAL_CACHE_TTL_S = 0.0  # every cached token / client is already stale
+
+
+async def _serve(
+    role: str, state_dir: str | None, concurrency: int, tick_ms: float, what_if: str | None
+) -> None:
     loop = asyncio.get_running_loop()
     monitor = LagMonitor(loop, tick_ms / 1e3)
     db_timer = DbTimer()
@@ -165,7 +194,7 @@ async def _serve(role: str, state_dir: str | None, concurrency: int, tick_ms: fl
     closers: list[Callable[[], Awaitable[None]]] = []
     if role == "ours":
         assert state_dir is not None
-        info = await _start_ours(Path(state_dir), concurrency, db_timer, closers)
+        info = await _start_ours(Path(state_dir), concurrency, db_timer, closers, what_if)
     else:
         info = await _start_bare(closers)
     monitor.start()
@@ -194,12 +223,15 @@ async def _start_ours(
     concurrency: int,
     db_timer: DbTimer,
     closers: list[Callable[[], Awaitable[None]]],
+    what_if: str | None = None,
 ) -> dict[str, Any]:
     from softap_sim.cloud.service import CloudService
 
     service = CloudService(state_dir)
     await service.open()
     closers.append(service.close)
+    if what_if:
+        _apply_what_if(service, what_if)
     db_timer.stats = service.db.stats
     emails = [f"bench-{i}@example.com" for i in range(concurrency)]
 
@@ -273,7 +305,10 @@ async def _start_bare(closers: list[Callable[[], Awaitable[None]]]) -> dict[str,
 def serve_main(args: argparse.Namespace) -> int:
     # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
     signal.signal(signal.SIGINT, signal.SIG_IGN)
-    asyncio.run(_serve(args.serve, args.state_dir, args.concurrency, args.tick_ms))
+    event_loop.run(
+        _serve(args.serve, args.state_dir, args.concurrency, args.tick_ms, args.what_if_role),
+        args.loop,
+    )
     return 0
 
 
@@ -552,6 +587,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     with tempfile.TemporaryDirectory(prefix="bench-cloud-") as tmp:
         script = SCRIPT
         common = ["--concurrency", str(args.concurrency), "--tick-ms", str(args.tick_ms)]
+        common += ["--loop", args.loop]
         servers = {
             "ours": ServerProcess(
                 "ours",
@@ -559,6 +595,15 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             ),
             "bare": ServerProcess("bare", [sys.executable, script, "--serve", "bare", *common]),
         }
+        for what_if in args.what_if:
+            state = Path(tmp) / what_if
+            state.mkdir()
+            servers[what_if] = ServerProcess(
+                what_if,
+                [sys.executable, script, "--serve", "ours", "--state-dir", str(state), *common,
+                 "--what-if-role", what_if],
+            )
+        roles = list(servers)
         try:
             for server in servers.values():
                 await server.start()
@@ -571,7 +616,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                 budget = args.password_requests if op == "password" else args.requests
                 merged: dict[str, Window] = {}
                 for _round in range(args.rounds):
-                    for role in ROLES:  # alternate, so background load hits both alike
+                    for role in roles:  # alternate, so background load hits all alike
                         sessions = [
                             aiohttp.ClientSession(
                                 timeout=timeout, connector=aiohttp.TCPConnector(limit=1)
@@ -586,8 +631,11 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
                             for session in sessions:
                                 await session.close()
                         merged[role] = merged[role].merge(window) if role in merged else window
-                results[op] = {role: merged[role].summary() for role in ROLES}
+                results[op] = {role: merged[role].summary() for role in roles}
                 results[op]["ratio"] = _ratios(results[op]["ours"], results[op]["bare"])
+                results[op]["what_if_ratio"] = {
+                    w: _ratios(results[op][w], results[op]["bare"]) for w in args.what_if
+                }
             db_file = Path(tmp) / "cloud.sqlite3"
             wal = db_file.with_name(db_file.name + "-wal")
             storage = {
@@ -655,10 +703,10 @@ def print_table(report: dict[str, Any], missed: list[str], args: argparse.Namesp
     print(head)
     print("-" * len(head))
     for op, res in report["results"].items():
-        for role in ROLES:
+        for role in [k for k in res if k not in ("ratio", "what_if_ratio")]:
             r = res[role]
             print(
-                f"{op:<19}{role:<7}{_fmt(r['ops_per_s']):>9}{_fmt(r['p50_ms'], 2):>9}"
+                f"{op:<19}{role[:7]:<7}{_fmt(r['ops_per_s']):>9}{_fmt(r['p50_ms'], 2):>9}"
                 f"{_fmt(r['p99_ms'], 2):>9}{_fmt(r['cpu_ms_per_op'], 3):>11}"
                 f"{_fmt(r['loop_cpu_ms_per_op'], 3):>11}{_fmt(r['db_ms_per_op'], 3):>10}"
                 f"{_fmt(r['loop_lag_max_ms']):>9}{_fmt(r['loop_lag_p99_ms']):>9}"
@@ -669,6 +717,12 @@ def print_table(report: dict[str, Any], missed: list[str], args: argparse.Namesp
             f"{'':<19}{'ratio':<7}  ours/bare: throughput {_fmt(ratio['throughput'], 3)}, "
             f"p99 {_fmt(ratio['p99'], 2)}x, CPU/op {_fmt(ratio['cpu_per_op'], 2)}x"
         )
+        for what_if, wr in res.get("what_if_ratio", {}).items():
+            print(
+                f"{'':<19}{'what-if':<7}  {what_if}/bare: throughput "
+                f"{_fmt(wr['throughput'], 3)}, p99 {_fmt(wr['p99'], 2)}x, "
+                f"CPU/op {_fmt(wr['cpu_per_op'], 2)}x"
+            )
     print(
         "cpu ms/op: server process CPU (all threads) per request; loop ms/op: CPU of its "
         "event-loop thread; db ms/op: wall time in database transactions (worker thread); "
@@ -749,6 +803,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--enforce", action="store_true", help="exit with status 1 when a target is missed"
     )
+    parser.add_argument(
+        "--loop",
+        choices=event_loop.LOOP_CHOICES,
+        default="auto",
+        help="event loop of the servers (default auto: uvloop when installed, as run)",
+    )
+    parser.add_argument(
+        "--what-if",
+        action="append",
+        default=[],
+        choices=sorted(WHAT_IFS),
+        help="also measure our server with an improvement turned off, in the same run: "
+        + "; ".join(f"{k}: {v}" for k, v in WHAT_IFS.items()),
+    )
+    parser.add_argument("--what-if-role", help=argparse.SUPPRESS)
     parser.add_argument("--serve", choices=ROLES, help=argparse.SUPPRESS)
     parser.add_argument("--state-dir", help=argparse.SUPPRESS)
     return parser
@@ -769,7 +838,12 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(report, indent=2))
     else:
         print_table(report, missed, args)
-    if any(res[role]["errors"] for res in report["results"].values() for role in ROLES):
+    if any(
+        res[role]["errors"]
+        for res in report["results"].values()
+        for role in res
+        if role not in ("ratio", "what_if_ratio")
+    ):
         print(
             "bench_cloud: requests failed under load; the numbers are not trustworthy",
             file=sys.stderr,
