@@ -49,6 +49,7 @@ from firmware_model import GateMode, InvalidTransition
 from firmware_model.scan_packs import PACKS
 from softap_sim.control import Control, ControlError, NotFoundError
 from softap_sim.errors import LifecycleError
+from softap_sim.http_log import ProtocolLogger
 from softap_sim.net import is_loopback
 from softap_sim.registry import REGISTRY, DeviceRegistry
 from softap_sim.registry import ROUTES as REGISTRY_ROUTES
@@ -502,7 +503,12 @@ async def start_control_api(
             host or "all interfaces",
         )
     sock = await _bind(host, port)
-    runner = web.AppRunner(create_app(emu, registry), access_log=None, shutdown_timeout=1.0)
+    runner = web.AppRunner(
+        create_app(emu, registry),
+        access_log=None,
+        shutdown_timeout=1.0,
+        logger=ProtocolLogger(logging.getLogger("softap_sim.control_api.http")),
+    )
     try:
         await runner.setup()
         site = web.SockSite(runner, sock)

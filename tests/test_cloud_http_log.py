@@ -10,8 +10,8 @@ import pytest
 import pytest_asyncio
 from aiohttp.http_exceptions import BadHttpMessage
 
-from softap_sim.cloud.app import MALFORMED_WARNINGS_PER_MINUTE, ProtocolLogger
 from softap_sim.cloud.service import CloudService
+from softap_sim.http_log import MALFORMED_WARNINGS_PER_MINUTE, ProtocolLogger
 
 MALFORMED = [
     pytest.param(b"GET /v1/devices HTTP/1.1\r\nHost: x\r\nBad Header\r\n\r\n", id="header"),
@@ -93,3 +93,24 @@ def test_other_errors_keep_their_traceback(caplog: pytest.LogCaptureFixture) -> 
         ProtocolLogger(target).exception("Unhandled exception", exc_info=err)
     assert [r.levelno for r in caplog.records] == [logging.ERROR]
     assert caplog.records[0].exc_info is not None
+
+
+@pytest.mark.asyncio
+async def test_a_token_in_a_malformed_header_never_reaches_the_log(
+    server_port: int, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Issue 11 (3b): aiohttp's parser message echoes the header line; -vv included."""
+    caplog.set_level(logging.DEBUG)
+    secret = "SECRETTOKEN1234567890abcdef0123456789abcd"
+    request = (
+        b"GET /v1/devices HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer "
+        + secret.encode()
+        + b"\x01\r\n\r\n"
+    )
+    reply = await _exchange(server_port, request)
+    assert reply.startswith((b"HTTP/1.1 400 ", b"HTTP/1.0 400 "))
+    assert caplog.records, "the rejection is logged"
+    for record in caplog.records:
+        text = record.getMessage() + (caplog.text if record.exc_info else "")
+        assert secret not in text
+    assert secret not in caplog.text
