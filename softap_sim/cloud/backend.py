@@ -26,7 +26,7 @@ from softap_sim.cloud.backend_clients import ClientVerbs
 from softap_sim.cloud.backend_devices import DeviceVerbs
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.errors import InvalidToken
-from softap_sim.cloud.events import Subscriber
+from softap_sim.cloud.events import EventStream, Subscriber
 from softap_sim.cloud.models import clients, tokens
 from softap_sim.cloud.principal import DeviceLink, OfflineLink, Principal
 from softap_sim.cloud.validate import MAX_TOKEN_LENGTH, is_text
@@ -122,10 +122,14 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
             cache.popitem(last=False)
 
     def _forget_tokens(self, predicate: Callable[[Principal], bool]) -> None:
-        """Drop cached principals whose tokens a verb deleted (call after the commit)."""
+        """Tokens a verb deleted (call after the commit): drop their cached principals and
+        close their open event streams, so nothing more reaches them."""
         self._token_generation += 1
         for token_hash in [h for h, (p, _t) in self._principals.items() if predicate(p)]:
             del self._principals[token_hash]
+        for subscriber in list(self.subscribers):
+            if isinstance(subscriber, EventStream) and predicate(subscriber.principal):
+                subscriber.close()
 
     # -- clients ---------------------------------------------------------------------
     async def _client_row(self, client_id: str) -> dict[str, Any] | None:

@@ -110,6 +110,10 @@ class EventStream:
     Instances are the callables registered in ``backend.subscribers``; ``backend.publish``
     must be called on the event loop. A client that falls ``max_queued`` frames
     behind is disconnected (its queue is dropped) rather than silently losing events.
+
+    A stream lives no longer than its token: the backend closes it when the token is
+    revoked or deleted (with its customer or client), and it closes itself once the token
+    has expired (``now``), before delivering anything more.
     """
 
     def __init__(
@@ -121,8 +125,10 @@ class EventStream:
         prefix: str | None = None,
         public: bool = False,
         max_queued: int = SSE_MAX_QUEUED,
+        now: Callable[[], float] | None = None,
     ) -> None:
         self.principal = principal
+        self.now = now
         self.admin_products = admin_products
         self.device_id = device_id
         self.prefix = prefix or None
@@ -146,8 +152,18 @@ class EventStream:
             product_id=event.get("product_id"),
         )
 
+    def expired(self) -> bool:
+        """The token's lifetime is over (never, without a clock or an expiry)."""
+        expires_at = self.principal.expires_at
+        return self.now is not None and expires_at is not None and self.now() >= expires_at
+
     def __call__(self, event: dict[str, Any]) -> None:
-        if self.closed or not self.wants(event):
+        if self.closed:
+            return
+        if self.expired():
+            self.close()
+            return
+        if not self.wants(event):
             return
         if self.queue.qsize() >= self.max_queued:
             log.warning("cloud: an event stream fell %d events behind; closing it", self.max_queued)

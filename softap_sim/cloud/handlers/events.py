@@ -28,7 +28,7 @@ async def get_events(request: web.Request) -> web.StreamResponse:
     backend, _body, principal = await begin(request)
     prefix = _prefix(request)
     _device, admin = await backend.stream_target(principal, None)
-    return await _serve(request, EventStream(principal, admin, prefix=prefix))
+    return await _serve(request, EventStream(principal, admin, prefix=prefix, now=backend.now))
 
 
 async def get_public_events(request: web.Request) -> web.StreamResponse:
@@ -36,7 +36,9 @@ async def get_public_events(request: web.Request) -> web.StreamResponse:
     backend, _body, principal = await begin(request)
     prefix = _prefix(request)
     _device, admin = await backend.stream_target(principal, None)
-    return await _serve(request, EventStream(principal, admin, prefix=prefix, public=True))
+    return await _serve(
+        request, EventStream(principal, admin, prefix=prefix, public=True, now=backend.now)
+    )
 
 
 async def get_device_events(request: web.Request) -> web.StreamResponse:
@@ -45,7 +47,7 @@ async def get_device_events(request: web.Request) -> web.StreamResponse:
     prefix = _prefix(request)
     device = validate.device_ref(request.match_info["device"])
     device_id, admin = await backend.stream_target(principal, device)
-    stream = EventStream(principal, admin, device_id=device_id, prefix=prefix)
+    stream = EventStream(principal, admin, device_id=device_id, prefix=prefix, now=backend.now)
     return await _serve(request, stream)
 
 
@@ -68,6 +70,8 @@ async def _serve(request: web.Request, stream: EventStream) -> web.StreamRespons
             except TimeoutError:
                 if _client_gone(request):
                     break
+                if stream.expired():
+                    stream.close()  # the end marker follows in the queue
                 continue
             if frame is None:
                 break
