@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import sqlite3
 import struct
 from collections.abc import AsyncIterator, Callable
@@ -905,3 +906,30 @@ async def test_rest_calls_reach_the_device(env: Env) -> None:
         await env.events.wait("spark/status", "offline")
         async with http.post(f"/v1/devices/{DEV}/len", headers=auth) as r:
             assert (r.status, await r.json()) == (404, {"ok": False, "error": "Device is offline"})
+
+
+# -- isolation from other surfaces (issue 11, item 4) ---------------------------------
+@pytest.mark.asyncio
+async def test_a_handshake_needs_neither_the_kdf_pool_nor_the_default_executor(
+    env: Env,
+) -> None:
+    """Both pools are blocked (as a flood of scrypt logins would block them); a device
+    still completes its handshake, on the device server's own threads."""
+    import threading
+
+    from softap_sim.cloud import kdf
+
+    gate = threading.Event()
+    loop = asyncio.get_running_loop()
+    default_workers = min(32, (os.cpu_count() or 1) + 4)  # ThreadPoolExecutor's default
+    blockers = [loop.run_in_executor(None, gate.wait, WAIT_S) for _ in range(default_workers)]
+    blockers += [asyncio.ensure_future(kdf.run(gate.wait, WAIT_S)) for _ in range(kdf.KDF_THREADS)]
+    try:
+        photon = await env.photon().connect()
+        await env.events.wait("spark/status", "online")
+        assert env.server.is_online(DEV)
+        assert not gate.is_set()  # it really ran while both pools were held
+        await photon.close()
+    finally:
+        gate.set()
+        await asyncio.gather(*blockers)

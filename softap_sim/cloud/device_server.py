@@ -10,6 +10,7 @@ public key are in the registry complete the handshake.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import os
@@ -31,6 +32,10 @@ HANDSHAKE_TIMEOUT_S = 30.0
 KEEPALIVE_S = 30.0
 #: how long ``close()`` waits for sessions to record themselves offline
 CLOSE_TIMEOUT_S = 5.0
+#: threads for the handshake's RSA work (cryptography releases the GIL for it): a pool
+#: of the device server's own, so a flood on another surface (scrypt logins, the
+#: database) cannot delay a device's handshake past its connect timeout
+HANDSHAKE_THREADS = min(16, 4 * (os.cpu_count() or 2))
 
 
 class DeviceServer:
@@ -65,11 +70,15 @@ class DeviceServer:
         self._connections: set[Session] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self.handshake_executor: concurrent.futures.ThreadPoolExecutor | None = None
 
     # -- lifecycle -------------------------------------------------------------------
     async def start(self) -> None:
         if self._server is not None:
             return
+        self.handshake_executor = concurrent.futures.ThreadPoolExecutor(
+            HANDSHAKE_THREADS, thread_name_prefix="cloud-handshake"
+        )
         # a fleet connecting at once must not overflow the accept queue (SYN drops push
         # devices into kernel retransmit back-off)
         self._server = await asyncio.start_server(
@@ -94,6 +103,9 @@ class DeviceServer:
                 await asyncio.gather(*pending, return_exceptions=True)
         if server is not None:
             await server.wait_closed()
+        executor, self.handshake_executor = self.handshake_executor, None
+        if executor is not None:
+            executor.shutdown(wait=False, cancel_futures=True)
         for waiters in self._waiters.values():
             for waiter in waiters:
                 if not waiter.done():

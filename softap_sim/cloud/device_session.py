@@ -180,7 +180,9 @@ class Session(CoapExchange):
         async with asyncio.timeout(server.handshake_timeout_s):
             self.writer.write(handshake.hello_bytes())
             data = await self.reader.readexactly(block)
-            reply = await asyncio.to_thread(handshake.receive_data, data)
+            reply = await asyncio.get_running_loop().run_in_executor(
+                server.handshake_executor, handshake.receive_data, data
+            )
             if reply is None or handshake.session is None:
                 raise ChannelError("the handshake did not complete")
             self.device_id = handshake.device_id

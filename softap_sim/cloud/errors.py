@@ -101,3 +101,13 @@ class DeviceTimeout(CloudError):
 
     def body(self) -> dict[str, Any]:
         return {"error": self.description}
+
+
+class RateLimited(CloudError):
+    """Too many slow (scrypt) requests at once: 429, as the real API's rate limit (§4)."""
+
+    code = "rate_limit_exceeded"
+    status = 429
+
+    def __init__(self, description: str = "Too many requests, slow down") -> None:
+        super().__init__(description, headers={"Retry-After": "1"})

@@ -17,14 +17,20 @@ from collections.abc import Callable
 from typing import Any, TypeVar
 
 from softap_sim.cloud import hashing
+from softap_sim.cloud.errors import RateLimited
 from softap_sim.cloud.models.clients import secret_matches
 
 _T = TypeVar("_T")
 
 KDF_THREADS = max(1, (os.cpu_count() or 2) - 1)
+#: KDF calls queued or running at once (about half a second of work per thread); one
+#: more is answered at once with 429 ``rate_limit_exceeded``, like the real API's rate
+#: limit, instead of waiting without bound
+MAX_PENDING = 16 * KDF_THREADS
 
 _pool: concurrent.futures.ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
+_pending = 0
 
 
 def _executor() -> concurrent.futures.ThreadPoolExecutor:
@@ -37,8 +43,17 @@ def _executor() -> concurrent.futures.ThreadPoolExecutor:
 
 
 async def run(fn: Callable[..., _T], *args: Any) -> _T:
-    """``fn(*args)`` on the KDF pool."""
-    return await asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
+    """``fn(*args)`` on the KDF pool; :class:`RateLimited` when :data:`MAX_PENDING` wait."""
+    global _pending
+    with _pool_lock:
+        if _pending >= MAX_PENDING:
+            raise RateLimited()
+        _pending += 1
+    try:
+        return await asyncio.get_running_loop().run_in_executor(_executor(), fn, *args)
+    finally:
+        with _pool_lock:
+            _pending -= 1
 
 
 async def hash_password(password: str) -> str:
