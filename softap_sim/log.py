@@ -3,22 +3,24 @@
 from __future__ import annotations
 
 import logging
-import re
 
 logging.getLogger("softap_sim").addHandler(logging.NullHandler())
 logging.getLogger("firmware_model").addHandler(logging.NullHandler())
 
-_PWD_VALUE = re.compile(rb'("(?:pwd|ek|key)"\s*:\s*")[^"]*')
-
 
 def sanitize(name: str, body: bytes | None) -> bytes:
-    """A request body with claim codes and (encrypted) secrets replaced by ``<redacted>``."""
+    """A request body as logged: claim codes and (encrypted) secrets masked with ``*``.
+
+    ``body`` is the body the device parses (the transport's framing already removed), so
+    it is masked as it stands, from the device's own jsmn tokens: no search for the end
+    of a head that a body containing ``\r\n\r\n`` could fool.
+    """
     if not body:
         return b""
-    if name == "set":
-        from softap_sim.transcript import mask_claim_code
+    from softap_sim.transcript import mask_body, redact_secrets
 
-        return mask_claim_code(b"\n\n" + body)[2:]
+    if name == "set":
+        return mask_body(body)
     if name == "configure-ap":
-        return _PWD_VALUE.sub(rb"\1<redacted>", body)
+        return redact_secrets(body)
     return body

@@ -16,13 +16,15 @@ from pathlib import Path
 
 from firmware_model import Dct, DctFormatError, DeviceIdentity, DeviceKey
 from firmware_model.eras import ERAS, FirmwareEra
-from softap_sim.atomic import atomic_write
+from softap_sim.atomic import atomic_write, remove_stale_temporaries
 from softap_sim.errors import StateError
 
 log = logging.getLogger(__name__)
 
 DCT_FILE = "device.json"
 KEY_FILE = "device_key.pem"
+#: the files written with ``atomic_write`` (their stale temporaries are removed on start)
+STATE_FILES = (DCT_FILE, KEY_FILE)
 
 
 class StateStore:
@@ -52,6 +54,20 @@ class StateStore:
                 f"state directory {self.directory} is not readable and writable; "
                 "fix its permissions or choose another with --state-dir"
             )
+        self.remove_stale_temporaries()
+
+    def remove_stale_temporaries(self) -> list[Path]:
+        """Remove ``.device.json.*.tmp``/``.device_key.pem.*.tmp`` left by a crash.
+
+        A write interrupted by ``kill -9`` leaves its temporary (Wi-Fi passwords, the
+        claim code, the key) next to the real file; only those exact names go.
+        """
+        try:
+            return remove_stale_temporaries(self.directory, STATE_FILES)
+        except OSError as err:
+            raise StateError(
+                f"cannot clean up the state directory {self.directory}: {err.strerror}"
+            ) from None
 
     def load_or_create(
         self,

@@ -11,50 +11,232 @@ from __future__ import annotations
 
 import enum
 import json
+import logging
+import os
+import stat
 from collections import deque
 from collections.abc import Iterator
 from pathlib import Path
 from typing import IO, Any
 
-from firmware_model.jsmn import TokenType, tokenize
+from firmware_model.jsmn import Token, TokenType, tokenize
+
+log = logging.getLogger(__name__)
 
 
-def _body_start(request: bytes) -> int:
-    """Where the body starts: after the HTTP head, or after the TCP ``name\\nLEN\\n\\n``."""
-    for sep in (b"\r\n\r\n", b"\n\n"):
-        at = request.find(sep)
-        if at >= 0:
-            return at + len(sep)
-    return 0
+#: bytes that are never part of a jsmn string or primitive (kept when masking whole)
+_STRUCTURE = frozenset(b'{}[]:,"\r\n\t \x00')
+#: the methods the device's HTTP server accepts (``softap_sim.protocol.http.METHODS``)
+_HTTP_METHODS = (b"GET ", b"POST ", b"PUT ")
+#: ``char name[30]`` of ``SimpleProtocolDispatcher::handle``
+_TCP_NAME_BYTES = 30
+_SET_KEEP = frozenset((b"k", b"v"))
+_SECRET_KEYS = frozenset((b"pwd", b"ek", b"key"))
 
 
-def mask_claim_code(request: bytes) -> bytes:
-    """Mask a ``set`` request's claim code with as many ``*`` (framing stays valid).
+def _tcp_body(request: bytes) -> tuple[int, int, bytes] | None:
+    """``(start, length, name)`` of a raw TCP request, parsed as the device does.
 
-    The body is tokenised as the device does (jsmn), so quoted, unquoted and escaped
-    values are found. Every string or primitive is masked except the keys ``k``/``v``
-    and the value of ``k``; a body jsmn cannot parse is masked whole (structure aside).
+    Mirrors :class:`softap_sim.protocol.tcp.TcpConnection`: a name ended by LF or NUL
+    (or cut at 30 bytes), a length folded digit by digit, then a blank-line loop whose
+    "previous byte was LF" flag starts true. ``None`` when the head never ends.
     """
-    start = _body_start(request)
-    body = request[start:]
-    tokens, ret = tokenize(body.split(b"\x00", 1)[0])
-    masked = bytearray(request)
+    n = len(request)
+    i = 0
+    while i < n and i < _TCP_NAME_BYTES:
+        if request[i] in (0x0A, 0x00):
+            break
+        i += 1
+    name = request[:i]
+    if i < _TCP_NAME_BYTES:
+        if i >= n:
+            return None
+        i += 1  # the terminator
+    length = 0
+    while True:
+        if i >= n:
+            return None
+        c = request[i]
+        i += 1
+        if c == 0x0A:
+            break
+        length = (length * 10 + c - 0x30) & 0xFFFF_FFFF
+    if length >= 1 << 31:
+        length -= 1 << 32
+    seen_newline = True
+    while True:
+        if i >= n:
+            return None
+        c = request[i]
+        i += 1
+        if c == 0x0A:
+            if seen_newline:
+                return i, max(length, 0), name
+            seen_newline = True
+        else:
+            seen_newline = False
+
+
+def _atoi(text: bytes) -> int:
+    n = 0
+    for ch in text.lstrip(b" "):
+        if not 0x30 <= ch <= 0x39:
+            break
+        n = n * 10 + ch - 0x30
+    return n
+
+
+def _http_body(request: bytes) -> tuple[int, int] | None:
+    """``(start, length)`` of a raw HTTP request's body, as the device's server cuts it.
+
+    Mirrors :meth:`softap_sim.protocol.http.HttpConnection.receive_segment`: the head
+    ends at the first CR LF CR LF; ``Content-Length`` bytes follow (a chunked body is
+    passed on raw, so it is all the rest). ``None`` when this is no HTTP request.
+    """
+    if not request.startswith(_HTTP_METHODS) or b" HTTP/1.1" not in request:
+        return None
+    head_end = request.find(b"\r\n\r\n")
+    if head_end < 0:
+        return None
+    head = request[: head_end + 2]
+    start = head_end + 4
+    at = head.find(b"Content-Length: ")
+    if at >= 0:
+        value_end = head.find(b"\r\n", at)
+        return start, _atoi(head[at + 16 : value_end])
+    if b"Transfer-Encoding: chunked" in head:
+        return start, len(request) - start
+    return start, 0
+
+
+def _body_span(request: bytes, transport: str | None) -> tuple[int, int]:
+    """Where the body the device parses lies in a recorded request: ``(start, end)``.
+
+    ``transport`` (``"tcp"``/``"http"``) says how to parse the framing; without it an
+    HTTP request is recognised by its request line, a TCP one by a ``set`` head, and
+    anything else is taken for a bare body.
+    """
+    if transport != "tcp":
+        http = _http_body(request)
+        if http is not None:
+            return http[0], min(len(request), http[0] + http[1])
+        if transport == "http":
+            return len(request), len(request)  # no body: mask everything after the head
+    tcp = _tcp_body(request)
+    if tcp is not None and (transport == "tcp" or tcp[2].strip(b" \r\n/").lower() == b"set"):
+        return tcp[0], min(len(request), tcp[0] + tcp[1])
+    if transport == "tcp":
+        return len(request), len(request)
+    return 0, len(request)
+
+
+def _leaf_roles(tokens: list[Token]) -> dict[int, bool]:
+    """The tokens ``parse_json_request`` visits as a key (``True``) or a value (``False``).
+
+    The firmware's parser is positional (token 0, then key, value, key, value ...
+    while its container count lasts), not jsmn's ``size``: this walk is its loop.
+    """
+    roles: dict[int, bool] = {}
+    state = 0  # 0 start, 1 key, 2 value
+    i = 0
+    j = 1
+    while j > 0 and i < len(tokens):
+        t = tokens[i]
+        if t.type in (TokenType.ARRAY, TokenType.OBJECT):
+            j += t.size * 2
+        if state == 0:
+            state = 1
+        elif state == 1:
+            roles[i] = True
+            state = 2
+        else:
+            roles[i] = False
+            state = 1
+        i += 1
+        j -= 1
+    return roles
+
+
+def _is_leaf(tok: Token) -> bool:
+    return tok.type in (TokenType.STRING, TokenType.PRIMITIVE) and 0 <= tok.start <= tok.end
+
+
+def mask_body(body: bytes, keep: frozenset[bytes] = _SET_KEEP) -> bytes:
+    """A ``set`` body with everything but its structure masked by ``*`` (same length).
+
+    The body is cut at its first NUL and tokenised by the device's own jsmn, then walked
+    like ``parse_json_request``: only the keys named in ``keep`` (``k``/``v``) and the
+    plain value of a ``k`` key survive, so the token the device stores as the claim code
+    (the value of ``v``) is always masked. A body jsmn cannot parse, and anything the
+    parser never reaches (after the NUL, after the top-level value), is masked whole,
+    structure aside.
+    """
+    masked = bytearray(body)
+    js = body.split(b"\x00", 1)[0]
+    tokens, ret = tokenize(js)
+    keep_from = len(js)
     if ret < 0:
-        for i in range(start, len(masked)):
-            if masked[i] not in b'{}[]:,"\r\n ':
-                masked[i] = 0x2A
-        return bytes(masked)
-    keep_next = False
-    for tok in tokens:
-        if tok.type not in (TokenType.STRING, TokenType.PRIMITIVE):
-            continue
-        text = body[tok.start : tok.end]
-        is_key = tok.size >= 1
-        if (is_key and text in (b"k", b"v")) or keep_next:
-            keep_next = is_key and text == b"k"
-            continue
-        keep_next = False
-        for i in range(start + tok.start, start + tok.end):
+        keep_from = 0
+    else:
+        roles = _leaf_roles(tokens)
+        key = b""
+        kept: set[int] = set()
+        for i, is_key in roles.items():
+            tok = tokens[i]
+            text = js[tok.start : tok.end] if _is_leaf(tok) else b""
+            if is_key:
+                key = text
+                if text in keep:
+                    kept.add(i)
+            elif key == b"k" and b"k" in keep and _is_leaf(tok):
+                kept.add(i)
+        for i, tok in enumerate(tokens):
+            if i not in kept:
+                if _is_leaf(tok):
+                    masked[tok.start : tok.end] = b"*" * (tok.end - tok.start)
+                elif tok.type in (TokenType.STRING, TokenType.PRIMITIVE):
+                    keep_from = 0  # an unfinished token: mask the whole body
+    for i in range(keep_from, len(masked)):
+        if masked[i] not in _STRUCTURE:
+            masked[i] = 0x2A
+    return bytes(masked)
+
+
+def redact_secrets(body: bytes) -> bytes:
+    """A ``configure-ap`` body with the values of ``pwd``/``ek``/``key`` masked by ``*``.
+
+    Walked like the device parses it (jsmn, then ``parse_json_request`` positions), so
+    unquoted values and any whitespace between the tokens are handled; a body jsmn cannot
+    parse is masked whole (structure aside).
+    """
+    masked = bytearray(body)
+    js = body.split(b"\x00", 1)[0]
+    tokens, ret = tokenize(js)
+    if ret < 0:
+        return mask_body(body, frozenset())
+    key = b""
+    for i, is_key in _leaf_roles(tokens).items():
+        tok = tokens[i]
+        if is_key:
+            key = js[tok.start : tok.end] if _is_leaf(tok) else b""
+        elif key in _SECRET_KEYS and _is_leaf(tok):
+            masked[tok.start : tok.end] = b"*" * (tok.end - tok.start)
+    return bytes(masked)
+
+
+def mask_claim_code(request: bytes, transport: str | None = None) -> bytes:
+    """Mask a recorded ``set`` request's claim code with as many ``*`` (framing stays valid).
+
+    The framing is parsed as the device's transport parses it (``transport`` is
+    ``"tcp"`` or ``"http"``; guessed when ``None``, see :func:`_body_span`) and the
+    body the device parsed is masked by :func:`mask_body`; bytes after that body (which
+    the device never read) are masked too, structure aside.
+    """
+    start, end = _body_span(request, transport)
+    masked = bytearray(request)
+    masked[start:end] = mask_body(request[start:end])
+    for i in range(end, len(masked)):
+        if masked[i] not in _STRUCTURE:
             masked[i] = 0x2A
     return bytes(masked)
 
@@ -100,7 +282,7 @@ class Transcript:
         self._path = path
         self._fh: IO[str] | None = None
         if path is not None and enabled:
-            self._fh = path.open("a", encoding="utf-8")
+            self._fh = _open_private(path)
 
     def close(self) -> None:
         if self._fh is not None:
@@ -173,6 +355,26 @@ class Transcript:
         return [_materialise(r, self.t0) for r in self._ring if r[1] > seq]
 
 
+def _open_private(path: Path) -> IO[str]:
+    """Open ``path`` for appending, mode 0600 like the rest of the state.
+
+    A new file is created 0600 (whatever the umask); an existing regular file that
+    others can read is tightened to 0600 (a FIFO or a terminal is left as it is).
+    """
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+    try:
+        st = os.fstat(fd)
+        if stat.S_ISREG(st.st_mode) and stat.S_IMODE(st.st_mode) & 0o077:
+            try:
+                os.fchmod(fd, 0o600)
+            except OSError as err:
+                log.warning("cannot make %s private (mode 0600): %s", path, err.strerror)
+        return os.fdopen(fd, "a", encoding="utf-8")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
 def _name(state: object) -> str:
     return str(state.value) if isinstance(state, enum.Enum) else str(state)
 
@@ -195,7 +397,7 @@ def _materialise(r: tuple[Any, ...], t0: float) -> dict[str, Any]:
             secret,
         ) = r
         if secret:
-            request = mask_claim_code(request)
+            request = mask_claim_code(request, transport)
         return {
             "type": "exchange",
             "seq": seq,

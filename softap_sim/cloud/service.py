@@ -18,7 +18,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from softap_sim.atomic import atomic_write
+from softap_sim.atomic import atomic_write, remove_stale_temporaries
 from softap_sim.cloud.app import CloudServer
 from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
@@ -68,6 +68,9 @@ class CloudService:
         return self.state_dir / CREDENTIALS_FILE if self.state_dir is not None else None
 
     async def open(self) -> None:
+        if self.state_dir is not None and self.state_dir.is_dir():
+            # a kill -9 during a write leaves a temporary copy (a secret or a key): gone now
+            remove_stale_temporaries(self.state_dir, (CREDENTIALS_FILE, SERVER_KEY_FILE))
         await self.db.open()
         created = await self.backend.bootstrap()
         if created is not None:
