@@ -50,3 +50,30 @@ def reset_transport(transport: asyncio.Transport) -> None:
         with contextlib.suppress(OSError):
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
     transport.abort()
+
+
+#: What one connection may hold that the device has not consumed yet (a TCP connection
+#: queued behind the one being served, or HTTP segments waiting for the busy event
+#: thread) before its transport stops reading and TCP pushes back on the client. A
+#: Photon has a few KB of socket buffer per connection; the bound is larger so that no
+#: legitimate request waits on it: the biggest ones are configure-ap / set bodies, which
+#: the device copies into ``malloc(length + 1)`` from a heap of 60 KB after boot
+#: (``DEFAULT_HEAP_AFTER_BOOT_BYTES``), plus a head of a few dozen bytes. Going past it
+#: loses nothing: the bytes wait in the kernel until the device reads on.
+MAX_QUEUED_BYTES = 64 * 1024
+#: the most one ``data_received`` carries (asyncio's and uvloop's read size): a paused
+#: connection holds at most ``MAX_QUEUED_BYTES`` plus one such read
+MAX_READ_BYTES = 256 * 1024
+
+
+def pause(transport: asyncio.Transport | None) -> bool:
+    """Stop reading: the client's data stays in the kernel and TCP pushes back."""
+    if transport is None or transport.is_closing():
+        return False
+    transport.pause_reading()
+    return True
+
+
+def resume(transport: asyncio.Transport | None) -> None:
+    if transport is not None and not transport.is_closing():
+        transport.resume_reading()

@@ -4,7 +4,10 @@ aiohttp cannot be used here: it adds ``Date``/``Server`` headers, merges writes 
 its own chunks and parses requests the WICED library ignores. Each ``data_received``
 chunk is handed to the codec as one TCP segment (softap-protocol.md §3.1). The
 library runs one event thread: while a command is busy (a blocking scan, an injected
-delay) segments from every connection wait in arrival order.
+delay) segments from every connection wait in arrival order. Each connection's share
+of that backlog is bounded by ``max_queued_bytes`` (plus one read): past it the
+transport stops reading and TCP pushes back on the client until the segments are
+consumed; a closed connection's waiting segments are dropped at once.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from firmware_model import Device
 from softap_sim.dispatch import NORMAL, CommandDispatcher, Delivery
 from softap_sim.protocol.http import HttpConnection, HttpRequest, Route, RouteKind
 from softap_sim.scheduler import Scheduler
-from softap_sim.transports.delivery import deliver_now
+from softap_sim.transports.delivery import MAX_QUEUED_BYTES, deliver_now, pause, resume
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +56,14 @@ class HttpDeviceServer:
         self.connections: set[_HttpProtocol] = set()
         self.busy = False
         self.backlog: deque[tuple[_HttpProtocol, bytes]] = deque()
+        #: a connection pauses reading once its waiting segments exceed this
+        self.max_queued_bytes = MAX_QUEUED_BYTES
         self._ids = itertools.count(1)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of the segments waiting for the event thread."""
+        return sum(len(data) for _proto, data in self.backlog)
 
     def protocol_factory(self) -> _HttpProtocol:
         return _HttpProtocol(self, next(self._ids))
@@ -62,10 +72,13 @@ class HttpDeviceServer:
         self.busy = False
         while self.backlog and not self.busy:
             proto, data = self.backlog.popleft()
+            proto.dequeued(len(data))
             if proto in self.connections:
                 proto.process(data)
 
     def close_all(self) -> None:
+        for proto, data in self.backlog:
+            proto.dequeued(len(data))
         self.backlog.clear()
         self.busy = False
         for proto in list(self.connections):
@@ -74,7 +87,17 @@ class HttpDeviceServer:
 
 
 class _HttpProtocol(asyncio.Protocol):
-    __slots__ = ("_dead", "_raw", "codec", "conn_id", "peer", "server", "transport")
+    __slots__ = (
+        "_dead",
+        "_paused",
+        "_queued",
+        "_raw",
+        "codec",
+        "conn_id",
+        "peer",
+        "server",
+        "transport",
+    )
 
     def __init__(self, server: HttpDeviceServer, conn_id: int) -> None:
         self.server = server
@@ -84,6 +107,10 @@ class _HttpProtocol(asyncio.Protocol):
         self.peer = "?"
         self._raw = bytearray()
         self._dead = False
+        #: bytes of this connection's segments in the server's backlog
+        self._queued = 0
+        #: reading is paused until the backlog is consumed
+        self._paused = False
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         # uvloop's transports are not asyncio.Transport subclasses: only the type matters
@@ -98,7 +125,28 @@ class _HttpProtocol(asyncio.Protocol):
         self.server.connections.add(self)
 
     def connection_lost(self, exc: Exception | None) -> None:
-        self.server.connections.discard(self)
+        server = self.server
+        server.connections.discard(self)
+        if self._queued:
+            # its segments would be skipped anyway: free them now, not when the
+            # event thread is next idle
+            kept = [entry for entry in server.backlog if entry[0] is not self]
+            server.backlog.clear()
+            server.backlog.extend(kept)
+            self._queued = 0
+        self._raw = bytearray()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes of this connection's segments waiting for the event thread."""
+        return self._queued
+
+    def dequeued(self, nbytes: int) -> None:
+        """The event thread took one of this connection's waiting segments."""
+        self._queued -= nbytes
+        if self._paused and self._queued <= self.server.max_queued_bytes:
+            self._paused = False
+            resume(self.transport)
 
     def eof_received(self) -> bool:
         return False  # the library closes its side too
@@ -109,6 +157,9 @@ class _HttpProtocol(asyncio.Protocol):
             return
         if server.busy:
             server.backlog.append((self, data))  # the event thread is busy: wait in order
+            self._queued += len(data)
+            if self._queued > server.max_queued_bytes and not self._paused:
+                self._paused = pause(self.transport)
         else:
             self.process(data)
 

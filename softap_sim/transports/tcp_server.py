@@ -3,7 +3,10 @@
 The device serves TCP clients strictly one at a time in a single thread, starting a
 connection when its first data arrives (softap-protocol.md §2). Connections that send
 data while another is being served wait in arrival order; a client that stalls
-mid-request, or a slow scan, blocks every other client, as on the device.
+mid-request, or a slow scan, blocks every other client, as on the device. A waiting
+connection holds at most ``max_queued_bytes`` (plus one read) before its transport
+stops reading, so TCP pushes back on its client as the device's small socket buffers
+do; it reads on when its turn comes.
 """
 
 from __future__ import annotations
@@ -19,7 +22,15 @@ from firmware_model import Device
 from softap_sim.dispatch import CommandDispatcher, Delivery
 from softap_sim.protocol.tcp import TcpConnection, TcpRequest, encode_tcp_reply
 from softap_sim.scheduler import Scheduler
-from softap_sim.transports.delivery import deliver_now
+from softap_sim.transports.delivery import (
+    MAX_QUEUED_BYTES,
+    MAX_READ_BYTES,
+    deliver_now,
+    pause,
+    resume,
+)
+
+__all__ = ["MAX_QUEUED_BYTES", "MAX_READ_BYTES", "TcpDeviceServer"]
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +56,21 @@ class TcpDeviceServer:
         self.current: _TcpProtocol | None = None
         self.waiting: deque[_TcpProtocol] = deque()
         self.connections: set[_TcpProtocol] = set()
+        #: a waiting connection pauses reading once it holds more than this
+        self.max_queued_bytes = MAX_QUEUED_BYTES
         self._ids = itertools.count(1)
+
+    @property
+    def max_recorded_bytes(self) -> int:
+        """How much of a request is kept for the transcript: more than any request the
+        device can take (a body fits the heap, a head is a few dozen bytes). A served
+        client sending endless garbage is still read, as on the device, but not kept."""
+        return self.max_queued_bytes + max(self.device.heap.heap_after_boot_bytes, 0)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received from waiting connections and not yet handed to the device."""
+        return sum(proto.buffered_bytes for proto in self.connections)
 
     def protocol_factory(self) -> _TcpProtocol:
         return _TcpProtocol(self, next(self._ids))
@@ -82,8 +107,10 @@ class TcpDeviceServer:
 class _TcpProtocol(asyncio.Protocol):
     __slots__ = (
         "_buffer",
+        "_buffered",
         "_eof",
         "_finished",
+        "_paused",
         "_raw",
         "_sending",
         "_serving",
@@ -102,6 +129,10 @@ class _TcpProtocol(asyncio.Protocol):
         self.codec = TcpConnection(device.reads_body, device.can_allocate_body)
         self.peer = "?"
         self._buffer: list[bytes] = []
+        #: ``sum(map(len, self._buffer))``
+        self._buffered = 0
+        #: reading is paused: the client is queued and its buffer is full
+        self._paused = False
         self._raw = bytearray()
         self._eof = False
         self._serving = False
@@ -122,9 +153,26 @@ class _TcpProtocol(asyncio.Protocol):
             return  # one request per connection: later bytes are discarded
         if not self._serving:
             self._buffer.append(data)
+            self._buffered += len(data)
             self.server.ready(self)
+            if (
+                not self._serving
+                and not self._paused
+                and self._buffered > self.server.max_queued_bytes
+            ):
+                self._paused = pause(self.transport)
             return
         self._feed(data)
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Bytes received while waiting for the device, not yet handed to it."""
+        return self._buffered
+
+    @property
+    def recorded_bytes(self) -> int:
+        """Bytes kept for the transcript of the request being read."""
+        return len(self._raw)
 
     def eof_received(self) -> bool:
         self._eof = True
@@ -140,6 +188,7 @@ class _TcpProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.server.connections.discard(self)
+        self._release()
         if self._sending:
             return  # the thread is still busy (a blocking scan): _send frees it
         self._finished = True
@@ -148,6 +197,10 @@ class _TcpProtocol(asyncio.Protocol):
     def serve(self) -> None:
         self._serving = True
         pending, self._buffer = self._buffer, []
+        self._buffered = 0
+        if self._paused:
+            self._paused = False
+            resume(self.transport)
         for chunk in pending:
             if self._finished:
                 return
@@ -155,12 +208,22 @@ class _TcpProtocol(asyncio.Protocol):
         if self._eof and not self._finished:
             self._feed_eof()
 
+    def _release(self) -> None:
+        """The connection is gone: drop what it still holds."""
+        self._buffer = []
+        self._buffered = 0
+        self._raw = bytearray()
+
     def _feed(self, data: bytes) -> None:
         if not self.server.serving:
             return  # the listener accepted, but no thread ever reads (§7)
         try:
             if not self.codec.done:
-                self._raw += data
+                raw = self._raw
+                if len(raw) + len(data) <= self.server.max_recorded_bytes:
+                    raw += data
+                else:
+                    raw += data[: max(self.server.max_recorded_bytes - len(raw), 0)]
             req = self.codec.receive_data(data)
             if req is not None:
                 self._answer(req)
@@ -191,6 +254,7 @@ class _TcpProtocol(asyncio.Protocol):
         dispatcher.record(
             "tcp", self.conn_id, self.peer, req.name, bytes(self._raw), out, delivery, before
         )
+        self._raw = bytearray()  # one request per connection: it is recorded
         if delivery.delay_s > 0:
             # the single TCP thread is busy (e.g. a blocking scan): others keep waiting,
             # even if this client gives up and disconnects meanwhile
