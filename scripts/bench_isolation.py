@@ -39,7 +39,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import collections
-import contextlib
 import json
 import logging
 import os
@@ -66,6 +65,7 @@ from benchlib import (  # noqa: E402
     positive_float,
     positive_int,
     quantile,
+    run_main,
     stop_child,
 )
 from cryptography.hazmat.primitives import serialization  # noqa: E402
@@ -316,20 +316,19 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve_main(args)
-    try:
+
+    def run() -> int:
         report = event_loop.run(run_benchmark(args), args.loop)
-    except BenchError as err:
-        print(f"bench_isolation: set-up failed: {err}", file=sys.stderr)
-        return 2
-    missed = judge(report, args)
-    report["missed"] = missed
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_report(report, missed)
-    return 1 if args.enforce and missed else 0
+        missed = judge(report, args)
+        report["missed"] = missed
+        if args.json:
+            print(json.dumps(report, indent=2))
+        else:
+            print_report(report, missed)
+        return 1 if args.enforce and missed else 0
+
+    return run_main("bench_isolation", run)
 
 
 if __name__ == "__main__":
-    with contextlib.suppress(KeyboardInterrupt):
-        sys.exit(main())
+    sys.exit(main())
