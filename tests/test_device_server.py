@@ -933,3 +933,29 @@ async def test_a_handshake_needs_neither_the_kdf_pool_nor_the_default_executor(
     finally:
         gate.set()
         await asyncio.gather(*blockers)
+
+
+@pytest.mark.asyncio
+async def test_a_device_pushing_garbage_without_end_is_cut_off(env: Env) -> None:
+    """Issue 11 (1) for the cloud's device port: nothing is buffered without bound; the
+    session ends on the first bad block and the server keeps serving."""
+    reader, writer = await asyncio.open_connection("127.0.0.1", env.server.port)
+    await reader.readexactly(40)  # the nonce
+    chunk = b"\x00" * (1 << 20)
+    pushed = 0
+    with contextlib.suppress(ConnectionError):
+        async with asyncio.timeout(WAIT_S):
+            while pushed < 64 * len(chunk):
+                writer.write(chunk)
+                await writer.drain()
+                pushed += len(chunk)
+    assert pushed < 64 * len(chunk), "the server stopped taking bytes (closed the session)"
+    try:
+        rest = await reader.read()
+    except ConnectionResetError:
+        rest = b""  # the server aborted the session: as good as a close
+    assert rest == b""
+    writer.close()
+    photon = await env.photon().connect()
+    await env.events.wait("spark/status", "online")
+    await photon.close()
