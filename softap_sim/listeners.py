@@ -78,9 +78,16 @@ class DeviceListener:
     listening, TIME_WAIT connections included: the device closes every TCP connection
     first, so after a busy session thousands of them sit on the port and each AP
     restart cost ~145 us per 20,000. With ``SO_REUSEPORT`` set on the listener the
-    kernel takes its fast path (~3 us). It is set only while listening: another
-    program binding the port still gets EADDRINUSE (unless it asks for
-    ``SO_REUSEPORT`` itself, as the same user).
+    kernel takes its fast path (~3 us).
+
+    The port stays exclusive in every state of the AP: ``SO_REUSEADDR`` (needed to
+    bind over the TIME_WAIT connections of an earlier run, and inherited by every
+    accepted connection) is on only while the socket listens, ``SO_REUSEPORT`` too.
+    A socket that is bound but not listening and still had ``SO_REUSEADDR`` would let
+    another ``SO_REUSEADDR`` socket bind the same port -- a second emulator, or any
+    server -- and both would then serve it. The one program that can still join is
+    one that asks for ``SO_REUSEPORT`` itself, as the same user: the kernel's
+    documented contract for that option (socket(7)).
     """
 
     def __init__(self, name: str, host: str, port: int) -> None:
@@ -107,6 +114,7 @@ class DeviceListener:
             finally:
                 sock.close()
             sock = fixed
+        _exclusive(sock)
         self.port = sock.getsockname()[1]
         self.reserved = sock
 
@@ -128,6 +136,7 @@ class DeviceListener:
         self.reserve()
         sock, self.reserved = self.reserved, None
         assert sock is not None
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         if _REUSEPORT:
             sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
         sock.listen(128)
@@ -170,8 +179,7 @@ class DeviceListener:
         try:
             sock.shutdown(socket.SHUT_RD)
             if sock.getsockopt(socket.SOL_SOCKET, socket.SO_ACCEPTCONN) == 0:
-                if _REUSEPORT:
-                    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
+                _exclusive(sock)
                 return
         except OSError:
             pass
@@ -185,6 +193,13 @@ class DeviceListener:
     @property
     def bound(self) -> bool:
         return self.reserved is not None or self.server is not None
+
+
+def _exclusive(sock: socket.socket) -> None:
+    """Make a bound, non-listening socket keep its port to itself (see DeviceListener)."""
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 0)
+    if _REUSEPORT:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 0)
 
 
 #: the interface shared sockets accept on: connections from this host only
@@ -277,6 +292,7 @@ class _SharedPort:
             sock.close()
             raise
         sock.setblocking(False)
+        _exclusive(sock)  # until it listens (serve), as a device's own socket
         self.port = sock.getsockname()[1]
         self.sock = sock
 
@@ -291,6 +307,7 @@ class _SharedPort:
         try:
             self.bind()
             assert self.sock is not None
+            self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             self.server = await asyncio.get_running_loop().create_server(
                 lambda: _Router(self.routes), sock=self.sock, backlog=4096
             )
