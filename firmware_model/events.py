@@ -99,6 +99,17 @@ class CloudLost(Event):
 
 
 @dataclass(frozen=True, slots=True)
+class WifiLost(Event):
+    """The station lost its access point (gone from the air, or dropped by the host).
+
+    Device OS goes back to blinking green and joins again; the cloud session ends
+    with the link it ran over.
+    """
+
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
 class RetryDue(Event):
     """The back-off before the next join / cloud attempt expired."""
 

@@ -45,6 +45,7 @@ from firmware_model.events import (
     SetupButton,
     StartTimer,
     StateChanged,
+    WifiLost,
 )
 from firmware_model.led import (
     LED_BOOTING,
@@ -110,6 +111,10 @@ LEDS: dict[DeviceState, Led] = {
 S = DeviceState
 _POWERED = [s for s in S if s is not S.OFF]
 _NETWORK = [S.JOINING, S.JOIN_RETRY, S.CLOUD_CONNECTING, S.CLOUD_RETRY, S.ONLINE]
+#: states with the station associated (a Wi-Fi loss is noticed)
+_ASSOCIATED = [S.CLOUD_CONNECTING, S.CLOUD_RETRY, S.ONLINE]
+#: states in which a device-to-cloud session may be open (ConnectCloud was asked for)
+_CLOUD_SESSION = frozenset({S.CLOUD_CONNECTING, S.ONLINE})
 
 #: (state, event type) -> states the handler may move to
 TRANSITIONS: dict[tuple[DeviceState, type[Event]], tuple[DeviceState, ...]] = {
@@ -129,6 +134,7 @@ TRANSITIONS: dict[tuple[DeviceState, type[Event]], tuple[DeviceState, ...]] = {
     (S.CLOUD_CONNECTING, CloudLost): (S.CLOUD_RETRY,),
     (S.ONLINE, CloudLost): (S.CLOUD_RETRY,),
     (S.CLOUD_RETRY, RetryDue): (S.CLOUD_CONNECTING,),
+    **{(s, WifiLost): (S.JOINING,) for s in _ASSOCIATED},
     **{(s, SetupButton): (s, S.LISTENING, S.FAULTED) for s in _NETWORK},
     **{(s, ListenRequested): (S.LISTENING, S.FAULTED) for s in _NETWORK},
     (S.FAULTED, ResetDue): (S.OFF, S.BOOTING),
@@ -196,6 +202,7 @@ class Lifecycle:
             RetryDue: self._retry_due,
             CloudFinished: self._cloud_finished,
             CloudLost: self._cloud_lost,
+            WifiLost: self._wifi_lost,
             ResetDue: self._power_cycle,
         }
 
@@ -230,6 +237,11 @@ class Lifecycle:
         # recorded against the state the event arrived in (a cycle is off + on)
         self.moves.append((origin, new, cause))
         self.state = new
+        # power off, reset, listening mode, Wi-Fi loss, a failed or lost session: the
+        # session ends with the state that held it (the host closes it once)
+        leaves_session = old in _CLOUD_SESSION and new not in _CLOUD_SESSION
+        if leaves_session and self.device.cloud_link and DisconnectCloud() not in self._effects:
+            self._effects.append(DisconnectCloud())
         if new is old and cause not in (PowerCycle, ResetDue):
             return
         detail: dict[str, object] = {}
@@ -400,6 +412,9 @@ class Lifecycle:
         self.last_join = event
         if event.outcome is JoinOutcome.OK:
             self.cloud_attempts = 0
+            # the listening-mode period is over: a later loss of this network is a
+            # plain reconnect (blinking green), not a return to listening (§4.5)
+            self.device.credentials_changed = False
             self._start_cloud()
         elif self.device.credentials_changed:
             self._enter_listening()  # §4.5: back to listening with the same SSID
@@ -425,17 +440,20 @@ class Lifecycle:
             self._timer("cloud", dev.timing.cloud_s, CloudFinished(dev.cloud_reachable()))
 
     def _cloud_lost(self, _: Event) -> None:
-        self._effects.append(DisconnectCloud())
         self._go(DeviceState.CLOUD_RETRY)
         self._timer("retry", max(self.device.timing.retry_s, 1.0), RetryDue())
+
+    def _wifi_lost(self, _: Event) -> None:
+        """Blinking green again: the cloud session ends (``_go``), the join starts over."""
+        for key in ("cloud", "retry"):
+            self._effects.append(CancelTimer(key))
+        self._start_join()
 
     def _cloud_finished(self, event: Event) -> None:
         assert isinstance(event, CloudFinished)
         if event.ok:
             self._go(DeviceState.ONLINE)
         else:
-            if self.device.cloud_link:
-                self._effects.append(DisconnectCloud())
             self._go(DeviceState.CLOUD_RETRY)
             self._timer("retry", max(self.device.timing.retry_s, 1.0), RetryDue())
 
@@ -464,6 +482,26 @@ def join_result(device: Device) -> tuple[JoinFinished, int]:
             continue
         return JoinFinished(JoinOutcome.OK, cred.ssid), tried
     return JoinFinished(outcome, ssid), tried
+
+
+def association_lost(device: Device) -> str | None:
+    """Why the network the device joined no longer holds it (the radio changed), or None.
+
+    Only the network of the last successful join counts: another stored network in
+    range does not keep the station associated, it is what the next join finds.
+    """
+    last = device.lifecycle.last_join
+    if device.state not in _ASSOCIATED or last is None or last.outcome is not JoinOutcome.OK:
+        return None
+    ap = device.radio.find(last.ssid)
+    if ap is None:
+        return "the access point is gone"
+    cred = next((c for c in device.dct.credentials.list() if c.ssid == last.ssid), None)
+    if cred is not None and not _password_matches(
+        cred.security, cred.password.value, ap.security, ap.password.value
+    ):
+        return "the access point's password changed"
+    return None
 
 
 def _password_matches(stored_sec: int, stored_pw: bytes, ap_sec: int, ap_pw: bytes) -> bool:

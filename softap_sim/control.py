@@ -12,9 +12,17 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from firmware_model import Fault, GateMode, RadioEnvironment
-from firmware_model.events import ListenRequested, PowerCycle, PowerOff, PowerOn, SetupButton
+from firmware_model.events import (
+    ListenRequested,
+    PowerCycle,
+    PowerOff,
+    PowerOn,
+    SetupButton,
+    WifiLost,
+)
 from firmware_model.memory import LISTENING_ALLOCATIONS
 from firmware_model.scan_packs import PACKS, scan_pack
+from firmware_model.state import association_lost
 from softap_sim.errors import SimulatorError
 
 if TYPE_CHECKING:
@@ -184,7 +192,16 @@ class Control:
                 env = RadioEnvironment.from_list(networks)
         except ValueError as err:
             raise ControlError(str(err)) from None
-        self._emu.device.radio = env
+        device = self._emu.device
+        device.radio = env
+        reason = association_lost(device)
+        if reason is not None:  # the network it is on is gone: Wi-Fi lost, join again
+            self._emu.fire(WifiLost(reason))
+        return self.snapshot()
+
+    def wifi_lost(self, reason: str = "dropped by the control API") -> dict[str, Any]:
+        """The station loses its network (blinking green, the cloud session ends)."""
+        self._emu.fire(WifiLost(reason))
         return self.snapshot()
 
     def add_fault(self, spec: Mapping[str, Any]) -> dict[str, Any]:

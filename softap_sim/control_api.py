@@ -12,6 +12,7 @@ application/json``; an empty body counts as ``{}``)::
     POST   /v1/button      {"hold_s": 3}                       -> snapshot
     POST   /v1/power       {"action": "cycle" | "off" | "on"}  -> snapshot
     POST   /v1/listen      {}                                  -> snapshot
+    POST   /v1/wifi/lost   {}  the station loses its network   -> snapshot
     PUT    /v1/app-ram     {"bytes": 53248}                    -> snapshot
     PUT    /v1/gate        {"bytes": 22016, "mode": "refuse"}  -> snapshot
     GET    /v1/radio                  the simulated networks and the scan packs
@@ -259,6 +260,12 @@ async def post_listen(request: web.Request) -> web.Response:
     return await _settled(request)
 
 
+async def post_wifi_lost(request: web.Request) -> web.Response:
+    await _body(request, ())
+    _control(request).wifi_lost()
+    return await _settled(request)
+
+
 async def put_app_ram(request: web.Request) -> web.Response:
     body = await _body(request, {"bytes"})
     _control(request).set_app_ram(_require(body, "bytes", "the application's RAM use"))
@@ -356,6 +363,7 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("POST", "/v1/button", post_button),
     ("POST", "/v1/power", post_power),
     ("POST", "/v1/listen", post_listen),
+    ("POST", "/v1/wifi/lost", post_wifi_lost),
     ("PUT", "/v1/app-ram", put_app_ram),
     ("PUT", "/v1/gate", put_gate),
     ("GET", "/v1/radio", get_radio),

@@ -96,6 +96,7 @@ class DeviceEmulator:
         #: the device with a cloud before it can connect)
         self._before_power_on = before_power_on
         self._cloud_client: DeviceCloudClient | None = None
+        self._cloud_task: asyncio.Task[None] | None = None
         self._cloud_session = 0
         self.host = host
         self._clock = clock
@@ -351,13 +352,21 @@ class DeviceEmulator:
             call_later=lambda delay, fn: scheduler.call_later(delay, fn),
         )
         self._cloud_client = client
-        self._spawn(client.run())
+        self._cloud_task = self._spawn(client.run())
 
     def _disconnect_cloud(self) -> None:
+        """End the session now: the cloud sees the connection close (offline at once).
+
+        The task is cancelled as well as the socket closed, so a connection still being
+        opened or handshaken cannot come up afterwards.
+        """
         client, self._cloud_client = self._cloud_client, None
+        task, self._cloud_task = self._cloud_task, None
         if client is not None:
             self._cloud_session += 1  # its callbacks are stale from now on
             client.close()
+        if task is not None:
+            task.cancel()
 
     @property
     def cloud_client(self) -> DeviceCloudClient | None:
@@ -511,10 +520,11 @@ class DeviceEmulator:
                     "%s port now refuses connections (refuse-after %d)", transport, fault.count
                 )
 
-    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> asyncio.Task[None]:
         task = asyncio.get_running_loop().create_task(coro)
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     def _record_error(self, err: BaseException) -> None:
         self._errors.append(err)
