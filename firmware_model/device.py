@@ -29,6 +29,7 @@ from firmware_model.commands import (
 from firmware_model.credentials import CredentialStore, EnterpriseConfig, WifiCredential
 from firmware_model.dct import Dct
 from firmware_model.eras import ERAS, CryptoErrors, EraProfile, FirmwareEra
+from firmware_model.errors import FirmwareError
 from firmware_model.events import (
     DctChanged,
     Effect,
@@ -178,6 +179,24 @@ class Device:
     def clear_credentials(self) -> None:
         """SETUP held 10 s in listening mode: the stored networks are erased."""
         self.dct.credentials.clear()
+        self._dct_dirty = True
+
+    def factory_reset(self) -> None:
+        """Back to the factory DCT: no networks, no claim code, not claimed.
+
+        The identity and the RSA key stay, as on a Photon: they are programmed at the
+        factory and survive a reset. Only while powered off (the host resets, then
+        powers on), so no state holds on to what is erased.
+        """
+        if self.state is not DeviceState.OFF:
+            raise FirmwareError(f"a factory reset needs the device off, not {self.state.value}")
+        self.dct.credentials.clear()
+        self.dct.claim_code_field = bytes(len(self.dct.claim_code_field))
+        self.dct.claimed = False
+        self.credentials_changed = False
+        self.antenna = "auto"
+        self.connect_requested = False
+        self.lifecycle = Lifecycle(self)
         self._dct_dirty = True
 
     def join_attempt(self) -> tuple[JoinFinished, int]:

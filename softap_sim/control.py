@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
-from firmware_model import Fault, GateMode, RadioEnvironment
+from firmware_model import DeviceState, Fault, GateMode, RadioEnvironment
 from firmware_model.events import (
     ListenRequested,
     PowerCycle,
@@ -202,6 +202,32 @@ class Control:
     def wifi_lost(self, reason: str = "dropped by the control API") -> dict[str, Any]:
         """The station loses its network (blinking green, the cloud session ends)."""
         self._emu.fire(WifiLost(reason))
+        return self.snapshot()
+
+    def reset(self) -> dict[str, Any]:
+        """Back to the factory state, as a fresh ``softap-sim run`` of this device.
+
+        Stored networks, claim code and the claimed flag are erased (the identity and
+        the key stay, as on a Photon); faults, app RAM, the memory gate and the radio go
+        back to the emulator's configuration; then the device powers on -- with no
+        networks, into listening mode. The cloud keeps its own records (a real device's
+        reset does not unclaim it there).
+        """
+        emu = self._emu
+        cfg = emu.config
+        device = emu.device
+        if device.state is not DeviceState.OFF:
+            emu.fire(PowerOff())
+        device.faults.clear()
+        for spec in cfg.faults:
+            device.faults.add(Fault.from_mapping(spec))
+        heap = device.heap
+        heap.app_ram_bytes = cfg.app_ram_bytes
+        heap.gate_bytes, heap.gate_mode = cfg.gate_bytes, cfg.gate_mode
+        device.radio = cfg.radio
+        device.cloud_available = cfg.cloud_available
+        device.factory_reset()
+        emu.fire(PowerOn())
         return self.snapshot()
 
     def add_fault(self, spec: Mapping[str, Any]) -> dict[str, Any]:

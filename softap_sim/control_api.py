@@ -22,8 +22,15 @@ application/json``; an empty body counts as ``{}``)::
     DELETE /v1/faults/{id}            -> snapshot (404 for an unknown id)
     DELETE /v1/faults                 -> snapshot
     GET    /v1/transcript?since=N     the transcript records after sequence number N
+    POST   /v1/reset       {}  factory state, into listening   -> snapshot
+    GET    /v1/health                 200 {"status": "ok", ...}; 503 once an emulator failed
+    GET    /v1/openapi.json           this API as OpenAPI 3.1 (softap_sim.control_openapi)
     GET    /v1/devices                every device of the registry (softap_sim.registry)
     GET    /v1/devices/{id}           one of them
+    *      /v1/devices/{id}/<route>   any device route above, for that device
+
+A fleet's API (``create_app(None, registry)``) has no device of its own: name one with
+``/v1/devices/{id}/...``; its ``POST /v1/reset`` resets every device.
 
 State-changing routes answer with the snapshot taken after the emulator carried the
 change out (listeners opened or closed). Every error is JSON ``{"error": code,
@@ -48,11 +55,12 @@ from aiohttp import web
 
 from firmware_model import GateMode, InvalidTransition
 from firmware_model.scan_packs import PACKS
+from softap_sim import __version__
 from softap_sim.control import Control, ControlError, NotFoundError
 from softap_sim.errors import LifecycleError
 from softap_sim.http_log import ProtocolLogger
 from softap_sim.net import is_loopback
-from softap_sim.registry import REGISTRY, DeviceRegistry
+from softap_sim.registry import REGISTRY, DeviceRegistry, unknown_device
 from softap_sim.registry import ROUTES as REGISTRY_ROUTES
 from softap_sim.transcript import mask_claim_code
 
@@ -81,8 +89,29 @@ class ApiError(Exception):
 
 
 # -- helpers -------------------------------------------------------------------------
+def _target(request: web.Request) -> DeviceEmulator | None:
+    """The device a request is about: ``/v1/devices/{device}/...`` or the API's own."""
+    device = request.match_info.get("device")
+    if device is not None:
+        return request.app[REGISTRY].emulator(device)
+    return request.app.get(EMULATOR)
+
+
 def _emu(request: web.Request) -> DeviceEmulator:
-    return request.app[EMULATOR]
+    emu = _target(request)
+    if emu is not None:
+        return emu
+    registry = request.app[REGISTRY]
+    device = request.match_info.get("device")
+    if device is not None:
+        raise ApiError(404, "not_found", unknown_device(registry, device))
+    suffix = request.path.removeprefix("/v1")
+    raise ApiError(
+        404,
+        "device_required",
+        f"this control API serves a fleet of {len(registry)} devices: name one, "
+        f"{request.method} /v1/devices/{{id}}{suffix} (GET /v1/devices lists the ids)",
+    )
 
 
 def _control(request: web.Request) -> Control:
@@ -127,9 +156,14 @@ def _dumps(data: Any, secrets: Collection[str]) -> str:
     return text + "\n"
 
 
+def _request_secrets(request: web.Request) -> list[str]:
+    emu = _target(request)
+    return [] if emu is None else _secrets(emu)
+
+
 def _reply(request: web.Request, data: Any, status: int = 200) -> web.Response:
     return web.Response(
-        text=_dumps(data, _secrets(_emu(request))),
+        text=_dumps(data, _request_secrets(request)),
         status=status,
         content_type="application/json",
     )
@@ -140,7 +174,7 @@ def _error(
 ) -> web.Response:
     body = {"error": err.code, "message": err.message, **err.extra}
     return web.Response(
-        text=_dumps(body, _secrets(_emu(request))),
+        text=_dumps(body, _request_secrets(request)),
         status=err.status,
         content_type="application/json",
         headers=headers,
@@ -260,6 +294,52 @@ async def post_listen(request: web.Request) -> web.Response:
     return await _settled(request)
 
 
+async def post_reset(request: web.Request) -> web.Response:
+    """One device back to the factory state; on a fleet's ``/v1/reset``, every device."""
+    await _body(request, ())
+    emu = _target(request)
+    if emu is not None or "device" in request.match_info:
+        _control(request).reset()
+        return await _settled(request)
+    emulators = request.app[REGISTRY].emulators()
+    for one in emulators:
+        one.control.reset()
+    await asyncio.gather(*(one.settle() for one in emulators))
+    return _reply(request, {"reset": len(emulators)})
+
+
+async def get_health(request: web.Request) -> web.Response:
+    """Liveness for supervisors (Docker HEALTHCHECK, CI): 503 once an emulator failed."""
+    emulators = request.app[REGISTRY].emulators()
+    own = request.app.get(EMULATOR)
+    if own is not None and own not in emulators:
+        emulators.append(own)
+    states: dict[str, int] = {}
+    failed = 0
+    for emu in emulators:
+        if emu.failed:
+            failed += 1
+        try:
+            state = emu.device.state.value
+        except LifecycleError:
+            state = "stopped"
+        states[state] = states.get(state, 0) + 1
+    body = {
+        "status": "failing" if failed else "ok",
+        "version": __version__,
+        "devices": len(emulators),
+        "failed": failed,
+        "states": dict(sorted(states.items())),
+    }
+    return _reply(request, body, status=503 if failed else 200)
+
+
+async def get_openapi(request: web.Request) -> web.Response:
+    from softap_sim.control_openapi import openapi_document
+
+    return _reply(request, openapi_document(DEVICE_ROUTES, API_ROUTES))
+
+
 async def post_wifi_lost(request: web.Request) -> web.Response:
     await _body(request, ())
     _control(request).wifi_lost()
@@ -356,24 +436,42 @@ _ID_PATTERN = r":\d+"
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
+#: routes about one device: (method, path below the device, handler); each is served at
+#: ``/v1<path>`` (the API's own device) and ``/v1/devices/{device}<path>`` (any device)
+DEVICE_ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/state", get_state),
+    ("GET", "/heap", get_heap),
+    ("POST", "/button", post_button),
+    ("POST", "/power", post_power),
+    ("POST", "/listen", post_listen),
+    ("POST", "/wifi/lost", post_wifi_lost),
+    ("POST", "/reset", post_reset),
+    ("PUT", "/app-ram", put_app_ram),
+    ("PUT", "/gate", put_gate),
+    ("GET", "/radio", get_radio),
+    ("PUT", "/radio", put_radio),
+    ("GET", "/faults", get_faults),
+    ("POST", "/faults", post_fault),
+    ("DELETE", "/faults", delete_faults),
+    ("DELETE", "/faults/{id" + _ID_PATTERN + "}", delete_fault),
+    ("GET", "/transcript", get_transcript),
+)
+#: routes about the API itself and its device list
+API_ROUTES: tuple[tuple[str, str, Handler], ...] = (
+    ("GET", "/v1/health", get_health),
+    ("GET", "/v1/openapi.json", get_openapi),
+    *REGISTRY_ROUTES,  # GET /v1/devices, GET /v1/devices/{id}
+)
+_DEVICE_PATTERN = r":[0-9A-Fa-f]{24}"
+
 #: the one route table
 ROUTES: tuple[tuple[str, str, Handler], ...] = (
-    ("GET", "/v1/state", get_state),
-    ("GET", "/v1/heap", get_heap),
-    ("POST", "/v1/button", post_button),
-    ("POST", "/v1/power", post_power),
-    ("POST", "/v1/listen", post_listen),
-    ("POST", "/v1/wifi/lost", post_wifi_lost),
-    ("PUT", "/v1/app-ram", put_app_ram),
-    ("PUT", "/v1/gate", put_gate),
-    ("GET", "/v1/radio", get_radio),
-    ("PUT", "/v1/radio", put_radio),
-    ("GET", "/v1/faults", get_faults),
-    ("POST", "/v1/faults", post_fault),
-    ("DELETE", "/v1/faults", delete_faults),
-    ("DELETE", "/v1/faults/{id" + _ID_PATTERN + "}", delete_fault),
-    ("GET", "/v1/transcript", get_transcript),
-    *REGISTRY_ROUTES,  # GET /v1/devices, GET /v1/devices/{id}
+    *((method, "/v1" + path, handler) for method, path, handler in DEVICE_ROUTES),
+    *API_ROUTES,
+    *(
+        (method, "/v1/devices/{device" + _DEVICE_PATTERN + "}" + path, handler)
+        for method, path, handler in DEVICE_ROUTES
+    ),
 )
 
 _CODES = {
@@ -386,7 +484,9 @@ _CODES = {
 
 
 def _route_list() -> str:
-    return ", ".join(f"{method} {path.replace(_ID_PATTERN, '')}" for method, path, _ in ROUTES)
+    rows = [(m, "/v1" + p) for m, p, _ in DEVICE_ROUTES] + [(m, p) for m, p, _ in API_ROUTES]
+    rows.append(("*", "/v1/devices/{device}/<any route above>"))
+    return ", ".join(f"{method} {path.replace(_ID_PATTERN, '')}" for method, path in rows)
 
 
 @web.middleware
@@ -433,11 +533,23 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     return _error(request, api, headers)
 
 
-def create_app(emu: DeviceEmulator, registry: DeviceRegistry | None = None) -> web.Application:
-    """The aiohttp application serving ``emu.control`` (see the module docstring)."""
+def create_app(
+    emu: DeviceEmulator | None, registry: DeviceRegistry | None = None
+) -> web.Application:
+    """The aiohttp application serving ``emu.control`` (see the module docstring).
+
+    ``emu=None`` with a ``registry``: a fleet's API, every device under
+    ``/v1/devices/{id}/...`` and ``/v1/reset`` resetting them all.
+    """
+    if emu is None and registry is None:
+        raise ValueError("give the emulator, or the registry of a fleet")
     app = web.Application(middlewares=[_json_errors], client_max_size=MAX_BODY_BYTES)
-    app[EMULATOR] = emu
-    app[REGISTRY] = registry if registry is not None else DeviceRegistry.of(emu)
+    if emu is not None:
+        app[EMULATOR] = emu
+    if registry is None:
+        assert emu is not None
+        registry = DeviceRegistry.of(emu)
+    app[REGISTRY] = registry
     app.router.add_routes([web.route(method, path, handler) for method, path, handler in ROUTES])
     return app
 
@@ -493,7 +605,7 @@ async def _bind(host: str, port: int) -> socket.socket:
 
 
 async def start_control_api(
-    emu: DeviceEmulator,
+    emu: DeviceEmulator | None,
     host: str = "127.0.0.1",
     port: int = 0,
     *,
@@ -531,4 +643,13 @@ async def start_control_api(
     return server
 
 
-__all__ = ["EMULATOR", "ApiError", "ControlServer", "ROUTES", "create_app", "start_control_api"]
+__all__ = [
+    "API_ROUTES",
+    "DEVICE_ROUTES",
+    "EMULATOR",
+    "ROUTES",
+    "ApiError",
+    "ControlServer",
+    "create_app",
+    "start_control_api",
+]

@@ -529,6 +529,11 @@ class DeviceEmulator:
     def _record_error(self, err: BaseException) -> None:
         self._errors.append(err)
 
+    @property
+    def failed(self) -> bool:
+        """An error was raised inside the emulator's callbacks (see :meth:`check`)."""
+        return bool(self._errors)
+
     def check(self) -> None:
         """Re-raise the first error raised inside the emulator's callbacks, if any."""
         if self._errors:

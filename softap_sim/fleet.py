@@ -99,6 +99,7 @@ log = logging.getLogger(__name__)
 DEFAULT_HOST_PATTERN: Final = "127.0.{hi}.{lo}"
 DEFAULT_TCP_PORT: Final = 5609
 DEFAULT_HTTP_PORT: Final = 8080
+DEFAULT_CONTROL_PORT: Final = 5610
 #: the host of the port-offset fallback
 FALLBACK_HOST: Final = "127.0.0.1"
 #: addresses per ``hi`` value of the pattern (``lo`` = 1 ... 254: no .0 and .255)
@@ -1119,6 +1120,28 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         metavar="N",
         help=f"devices started at a time (default {DEFAULT_CONCURRENCY})",
     )
+    net.add_argument(
+        "--control-port",
+        type=argtypes.parse_port,
+        default=DEFAULT_CONTROL_PORT,
+        help=f"control API port on 127.0.0.1 (default {DEFAULT_CONTROL_PORT}): every device "
+        "under /v1/devices/<id>/..., e.g. 'softap-sim ctl --device ID state'; 0 picks a "
+        "free port",
+    )
+    net.add_argument("--no-control", action="store_true", help="do not start the control API")
+    net.add_argument(
+        "--advertise",
+        action="store_true",
+        help="publish DNS-SD records for every device (as 'run --advertise'; one mDNS "
+        "responder for the fleet); a real Photon advertises nothing",
+    )
+    net.add_argument(
+        "--advertise-interface",
+        action="append",
+        default=[],
+        metavar="IP",
+        help="answer mDNS on the interface with this address (repeatable; default: all)",
+    )
     cloud = p.add_argument_group("cloud")
     cloud.add_argument("--no-cloud", action="store_true", help="no embedded cloud")
     cloud.add_argument("--cloud-host", default="127.0.0.1", help="address of the cloud")
@@ -1253,7 +1276,54 @@ def _base_config(args: argparse.Namespace, scenario: FleetScenario | None) -> Si
     return dataclasses.replace(base, **changes)
 
 
-def fleet_banner(fleet: Fleet, cloud: CloudService | None, pool: KeyPool | None) -> str:
+async def _start_control(args: argparse.Namespace, fleet: Fleet) -> tuple[Any, list[Any]]:
+    """The fleet's control API (every device by id) and, if asked, its DNS-SD records."""
+    from softap_sim.registry import DeviceRegistry
+
+    registry = DeviceRegistry()
+    control = None
+    if not args.no_control:
+        from softap_sim.control_api import start_control_api
+
+        try:
+            control = await start_control_api(
+                None, "127.0.0.1", args.control_port, registry=registry
+            )
+        except OSError as err:
+            raise SimulatorError(
+                f"cannot start the control API on 127.0.0.1:{args.control_port} "
+                f"({err.strerror or err}); pass --control-port 0 or --no-control"
+            ) from None
+    url = control.url if control is not None else None
+    for device in fleet.devices:
+        registry.add(device.emulator, control_url=url)
+    advertising: list[Any] = []
+    if args.advertise:
+        from softap_sim.transports.mdns import Advertiser, Responder
+
+        responder = Responder(args.advertise_interface or None)
+        await responder.start()
+        advertising.append(responder)
+        for device in fleet.devices:
+            adv = Advertiser(device.emulator, responder=responder, control_url=url)
+            await adv.start()
+            advertising.insert(0, adv)  # closed before the responder
+    return control, advertising
+
+
+async def _close_all(control: Any, advertising: list[Any]) -> None:
+    for item in advertising:
+        await item.close()
+    if control is not None:
+        await control.close()
+
+
+def fleet_banner(
+    fleet: Fleet,
+    cloud: CloudService | None,
+    pool: KeyPool | None,
+    control_url: str | None = None,
+) -> str:
     r = fleet.report
     first, last = fleet.devices[0], fleet.devices[-1]
     tcp0, tcp1 = first.emulator.tcp_address[1], last.emulator.tcp_address[1]
@@ -1284,6 +1354,11 @@ def fleet_banner(fleet: Fleet, cloud: CloudService | None, pool: KeyPool | None)
         lines.append(
             f"  cloud      {cloud.server.url}  (devices: TCP {cloud.device_server.port}; "
             f"{r.registered} registered)"
+        )
+    if control_url is not None:
+        lines.append(
+            f"  control    {control_url}   e.g.  softap-sim ctl --control {control_url} "
+            f"--device {first.device_id} state"
         )
     state = fleet.state_dir / DEVICES_DIR if fleet.state_dir is not None else "in memory"
     lines.append(f"  state      {state}")
@@ -1341,6 +1416,7 @@ async def _fleet(args: argparse.Namespace) -> int:
     view = LiveView(plain=True if args.plain else None, recent=args.recent)
     view.attach_fleet(fleet)
     refill = None
+    stack = contextlib.AsyncExitStack()
     try:
         pool.ensure_dir()
         if not view.plain:
@@ -1351,7 +1427,10 @@ async def _fleet(args: argparse.Namespace) -> int:
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        print(fleet_banner(fleet, cloud, pool), flush=True)
+        control, advertising = await _start_control(args, fleet)
+        stack.push_async_callback(_close_all, control, advertising)
+        banner = fleet_banner(fleet, cloud, pool, control.url if control else None)
+        print(banner, flush=True)
         if cloud is not None and cloud.created_credentials:
             from softap_sim import cloud_cli
 
@@ -1359,12 +1438,13 @@ async def _fleet(args: argparse.Namespace) -> int:
         if not args.no_refill and pool.available() < count:
             refill = pool.fill_in_background(count)
         print("Press Ctrl-C to stop.", flush=True)
-        view.header = fleet_banner(fleet, cloud, None)
+        view.header = fleet_banner(fleet, cloud, None, control.url if control else None)
         async with view:
             await stop.wait()
     finally:
         if refill is not None:
             await asyncio.to_thread(refill.stop)
+        await stack.aclose()  # the control API and mDNS goodbyes before the devices go
         await fleet.close()
         if cloud is not None:
             await cloud.close()

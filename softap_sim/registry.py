@@ -169,6 +169,10 @@ class DeviceRegistry:
 
     def __init__(self) -> None:
         self._emulators: dict[DeviceEmulator, str | None] = {}
+        #: lower-case device id -> emulator, rebuilt when a lookup misses after a change
+        self._index: dict[str, DeviceEmulator] = {}
+        self._generation = 0
+        self._indexed = -1
 
     @classmethod
     def of(cls, emu: DeviceEmulator, *, control_url: str | None = None) -> DeviceRegistry:
@@ -180,10 +184,39 @@ class DeviceRegistry:
     def add(self, emu: DeviceEmulator, *, control_url: str | None = None) -> None:
         """Add (or re-add, replacing its control URL) an emulator, started or not."""
         self._emulators[emu] = control_url
+        self._generation += 1
 
     def remove(self, emu: DeviceEmulator) -> None:
         """Forget an emulator; unknown ones are ignored."""
         self._emulators.pop(emu, None)
+        self._generation += 1
+
+    def emulators(self) -> list[DeviceEmulator]:
+        """Every added emulator, in the order added."""
+        return list(self._emulators)
+
+    def emulator(self, device_id: str) -> DeviceEmulator | None:
+        """The emulator of ``device_id`` (any case); O(1) for a fleet's control API.
+
+        The index is rebuilt only when a lookup misses and the registry changed (or some
+        emulator had not started yet), so unknown ids cannot make every request O(n).
+        """
+        wanted = device_id.lower()
+        emu = self._index.get(wanted)
+        if emu is not None and emu in self._emulators:
+            return emu
+        if self._indexed != self._generation or len(self._index) < len(self._emulators):
+            index: dict[str, DeviceEmulator] = {}
+            for candidate in self._emulators:
+                try:
+                    index[candidate.device.dct.identity.device_id_hex.lower()] = candidate
+                except LifecycleError:  # not started yet: no identity
+                    continue
+            self._index, self._indexed = index, self._generation
+        return self._index.get(wanted)
+
+    def control_url(self, emu: DeviceEmulator) -> str | None:
+        return self._emulators.get(emu)
 
     def __len__(self) -> int:
         return len(self._emulators)
@@ -197,11 +230,10 @@ class DeviceRegistry:
         return [info for info in found if info is not None]
 
     def find(self, device_id: str) -> DeviceInfo | None:
-        wanted = device_id.lower()
-        for info in self.devices():
-            if info.device_id.lower() == wanted:
-                return info
-        return None
+        emu = self.emulator(device_id)
+        if emu is None:
+            return None
+        return describe(emu, control_url=self._emulators.get(emu))
 
     def to_json(self) -> list[dict[str, Any]]:
         return [info.to_json() for info in self.devices()]
@@ -228,12 +260,19 @@ async def get_device(request: web.Request) -> web.Response:
     device_id = request.match_info["id"]
     info = registry.find(device_id)
     if info is None:
-        known = [d.device_id for d in registry.devices()]
-        return _json(
-            {"error": "not_found", "message": f"no device {device_id!r}; known: {known}"},
-            status=404,
-        )
+        return _json({"error": "not_found", "message": unknown_device(registry, device_id)}, 404)
     return _json(info.to_json())
+
+
+def unknown_device(registry: DeviceRegistry, device_id: str) -> str:
+    """The 404 message for an id no device has (a few known ids, not 10,000)."""
+    known: list[str] = []
+    for emu in registry.emulators()[:5]:
+        info = describe(emu)
+        if info is not None:
+            known.append(info.device_id)
+    more = f" and {len(registry) - len(known)} more" if len(registry) > len(known) else ""
+    return f"no device {device_id[:64]!r}; known: {known}{more} (GET /v1/devices lists them)"
 
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
