@@ -58,15 +58,25 @@ def parse_non_negative_int(text: str) -> int:
     return value
 
 
-def parse_seconds(text: str) -> float:
-    """A finite, non-negative number of seconds."""
+def _non_negative_number(text: str, unit: str) -> float:
+    """A finite number >= 0; the error names ``unit`` so a typo is not blamed on another."""
     try:
         value = float(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"not a number of seconds: {text!r}") from None
+        raise argparse.ArgumentTypeError(f"not a number of {unit}: {text!r}") from None
     if not value >= 0 or math.isinf(value):
-        raise argparse.ArgumentTypeError(f"must be a finite number >= 0, got {text!r}")
+        raise argparse.ArgumentTypeError(f"must be a finite number of {unit} >= 0, got {text!r}")
     return value
+
+
+def parse_seconds(text: str) -> float:
+    """A finite, non-negative number of seconds."""
+    return _non_negative_number(text, "seconds")
+
+
+def parse_milliseconds(text: str) -> float:
+    """A finite, non-negative number of milliseconds (fault delays are given in ms)."""
+    return _non_negative_number(text, "milliseconds")
 
 
 def parse_positive_seconds(text: str) -> float:
@@ -74,6 +84,53 @@ def parse_positive_seconds(text: str) -> float:
     if value == 0:
         raise argparse.ArgumentTypeError(f"must be positive, got {text!r}")
     return value
+
+
+def state_dir_problem(path: Path) -> str | None:
+    """Why ``path`` cannot be a state directory (it or a parent is a file), else None.
+
+    Checked before anything is opened in it: otherwise the first file opened there (the
+    cloud database, ``device.json``) gets the blame with a bare "File exists".
+    """
+    for candidate in (path, *path.parents):
+        if not candidate.exists():
+            continue
+        if candidate.is_dir():
+            return None
+        what = (
+            f"state directory {path} is a file, not a directory"
+            if candidate == path
+            else f"state directory {path} cannot be created: {candidate} is a file"
+        )
+        return (
+            f"{what}; pass a directory with --state-dir (it is created if missing), "
+            "or move the file away"
+        )
+    return None
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Appends ``(default: X)`` to an option's help only where it tells something.
+
+    Unlike ``ArgumentDefaultsHelpFormatter`` it adds nothing when the help already
+    states a default (no "(default 60k) (default: None)"), for flags, or when the
+    default is None or empty (the help says what happens then).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help_text = action.help or ""
+        default = action.default
+        if (
+            "%(default)" in help_text
+            or re.search(r"\bdefault\b", help_text, re.IGNORECASE)
+            or action.nargs == 0  # flags: store_true, count, ...
+            or default is None
+            or default is argparse.SUPPRESS
+            or default in ("", [], ())
+            or not (action.option_strings or action.nargs in ("?", "*"))
+        ):
+            return action.help
+        return f"{help_text} (default: %(default)s)"
 
 
 class NetworksFileError(ValueError):

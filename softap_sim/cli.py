@@ -21,7 +21,7 @@ from firmware_model.timing import PROFILES, timing_profile
 from softap_sim import __version__, argtypes, cloud_cli, ctl, discover, event_loop, replay
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
-from softap_sim.errors import ConfigError, SimulatorError
+from softap_sim.errors import ConfigError, SimulatorError, StateError
 from softap_sim.registry import DeviceRegistry
 
 log = logging.getLogger("softap_sim.cli")
@@ -78,7 +78,7 @@ def build_parser() -> argparse.ArgumentParser:
             "The LED and state changes are printed live; a control API (see 'softap-sim "
             "ctl') steers the running device. Stop with Ctrl-C."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argtypes.HelpFormatter,
     )
     net = run.add_argument_group("network")
     net.add_argument(
@@ -148,7 +148,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--state-dir",
         type=Path,
         default=None,
-        help=f"device state directory (default: {default_state_dir()})",
+        metavar="DIR",
+        help=f"device state directory, created on first start (default: {default_state_dir()})",
     )
     dev.add_argument(
         "--networks",
@@ -420,6 +421,10 @@ class LedDisplay:
 async def _run(args: argparse.Namespace) -> int:
     log.info("event loop: %s", event_loop.loop_name(asyncio.get_running_loop()))
     config = build_config(args)
+    if config.state_dir is not None:
+        problem = argtypes.state_dir_problem(config.state_dir)
+        if problem is not None:
+            raise StateError(problem)  # before the cloud database gets the blame
     cloud = None
     if not args.no_cloud:
         # the cloud first: the device holds its address and public key (as in its DCT)
@@ -445,12 +450,13 @@ async def _run(args: argparse.Namespace) -> int:
         http_port=args.http_port,
         before_power_on=register,
     )
-    # on a terminal the live view (rich); otherwise one plain line per state change
+    # on a terminal the live view (rich, started after the banner); otherwise one plain
+    # line per state change
     view = None
     if sys.stdout.isatty() and not args.plain:
         from softap_sim.live_view import LiveView
 
-        view = LiveView()
+        view = LiveView(plain=False)
         view.attach(emu)
     else:
         emu.on_state_change.append(LedDisplay())
@@ -513,7 +519,11 @@ async def _run(args: argparse.Namespace) -> int:
         if cloud is not None and cloud.created_credentials:
             cloud_cli.print_credentials(cloud.created_credentials, cloud.credentials_path)
         print(press, flush=True)
-        await stop.wait()
+        if view is None:
+            await stop.wait()
+        else:
+            async with view:  # stopped (terminal restored) before the device closes
+                await stop.wait()
     finally:
         if advertiser is not None:
             await advertiser.close()  # goodbye packets before the device goes away
@@ -574,10 +584,13 @@ def _cmd_scenarios(args: argparse.Namespace) -> int:
                 )
             )
         else:
-            print(
-                f"{s.name}\n  {s.description}\n  pain point: {s.pain_point}\n"
-                f"  the app sees: {s.expect}\n  settings: {json.dumps(s.settings, default=str)}"
-            )
+            lines = [s.name, f"  {s.description}"]
+            if s.pain_point:
+                lines.append(f"  pain point: {s.pain_point}")
+            if s.expect:
+                lines.append(f"  the app sees: {s.expect}")
+            lines.append(f"  settings: {json.dumps(s.settings, default=str)}")
+            print("\n".join(lines))
         return 0
     scenarios = list_scenarios()
     if args.json:

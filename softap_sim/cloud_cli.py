@@ -17,9 +17,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from softap_sim import event_loop
-from softap_sim.argtypes import parse_port
+from softap_sim.argtypes import parse_port, state_dir_problem
 from softap_sim.config import default_state_dir
-from softap_sim.errors import SimulatorError
+from softap_sim.errors import SimulatorError, StateError
 
 if TYPE_CHECKING:
     from softap_sim.cloud.backend import CloudBackend
@@ -115,7 +115,11 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
 
 
 def _state_dir(args: argparse.Namespace) -> Path:
-    return getattr(args, "state_dir", None) or default_state_dir()
+    path: Path = getattr(args, "state_dir", None) or default_state_dir()
+    problem = state_dir_problem(path)
+    if problem is not None:
+        raise StateError(problem)
+    return path
 
 
 def print_credentials(creds: dict[str, Any], path: Path | None, out: Any = None) -> None:
@@ -170,26 +174,42 @@ def _serve(args: argparse.Namespace) -> int:
     return event_loop.run(_serve_async(args), getattr(args, "loop", "auto"))
 
 
-def _with_backend(args: argparse.Namespace, fn: Callable[[CloudBackend], Awaitable[T]]) -> T:
-    """Run one backend job on the state directory's database (bootstrapped if new)."""
-    from softap_sim.cloud.backend import CloudBackend
-    from softap_sim.cloud.db import Database
+def _with_backend(
+    args: argparse.Namespace,
+    fn: Callable[[CloudBackend], Awaitable[T]],
+    *,
+    create: bool = False,
+) -> T:
+    """Run one backend job on the state directory's database.
+
+    Only a command that creates something (``create=True``) may create and seed a new
+    database (its first-start credentials are printed and saved as ``run`` does); the
+    others need an existing one, so a mistyped ``--state-dir`` is an error, not an
+    empty cloud.
+    """
+    from softap_sim.cloud.service import CloudService
+
+    state_dir = _state_dir(args)
 
     async def job() -> T:
-        db = Database(_state_dir(args) / "cloud.sqlite3")
-        await db.open()
+        service = CloudService(state_dir)
         try:
-            backend = CloudBackend(db)
-            await backend.bootstrap()
-            return await fn(backend)
+            await service.open(must_exist=not create)
+            if service.created_credentials:
+                print_credentials(
+                    service.created_credentials, service.credentials_path, out=sys.stderr
+                )
+            return await fn(service.backend)
         finally:
-            await db.close()
+            await service.close()
 
     return asyncio.run(job())
 
 
 async def _product(backend: CloudBackend, ref: str | None) -> dict[str, Any]:
     row = await (backend.first_product() if ref is None else backend.product_row(ref))
+    if row is None and ref is None:
+        raise SimulatorError("the cloud database has no product; pass --product ID")
     if row is None:
         raise SimulatorError(f"no product {ref!r}; list them with 'softap-sim cloud client list'")
     return row
@@ -213,7 +233,7 @@ def _client_create(args: argparse.Namespace) -> int:
         )
 
     try:
-        row, secret = _with_backend(args, create)
+        row, secret = _with_backend(args, create, create=True)
     except CloudError as err:
         raise SimulatorError(err.description) from None
     print(json.dumps({**row, "secret": secret}, indent=2, sort_keys=True))

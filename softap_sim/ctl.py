@@ -105,7 +105,8 @@ def _server_message(err: urllib.error.HTTPError) -> str:
 # -- parsing helpers -----------------------------------------------------------------
 parse_size = argtypes.parse_size
 _non_negative_int = argtypes.parse_non_negative_int
-_non_negative_float = argtypes.parse_seconds
+_seconds = argtypes.parse_seconds
+_milliseconds = argtypes.parse_milliseconds
 
 
 def _number(value: float) -> int | float:
@@ -408,7 +409,7 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p = _leaf(sub, "button", _button, help="press the SETUP button")
     p.add_argument(
         "--hold",
-        type=_non_negative_float,
+        type=_seconds,
         default=3.0,
         metavar="SECONDS",
         help="hold time: <3 s taps (leaves listening mode), 3 s enters listening mode, "
@@ -456,8 +457,18 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument(
         "--times", type=_non_negative_int, metavar="M", help="apply M times (default: always)"
     )
-    p.add_argument("--delay-ms", type=_non_negative_float, metavar="MS")
-    p.add_argument("--jitter-ms", type=_non_negative_float, metavar="MS")
+    p.add_argument(
+        "--delay-ms",
+        type=_milliseconds,
+        metavar="MS",
+        help="latency / join: delay in milliseconds, e.g. 500",
+    )
+    p.add_argument(
+        "--jitter-ms",
+        type=_milliseconds,
+        metavar="MS",
+        help="latency: the delay varies by up to this many milliseconds either way",
+    )
     p.add_argument(
         "--count", type=_non_negative_int, metavar="N", help="refuse-after / scan-partial"
     )

@@ -31,6 +31,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import logging
 import sys
 import time
 from dataclasses import dataclass
@@ -154,6 +155,9 @@ class LiveView:
         self._task: asyncio.Task[None] | None = None
         self._live: Live | None = None
         self._console: Console | None = None
+        #: logging handlers pointed at the live display's stdout/stderr proxies, with
+        #: the streams they had before
+        self._rerouted: list[tuple[logging.StreamHandler[Any], Any]] = []
         self.lines_printed = 0
 
     # -- feeding ---------------------------------------------------------------------
@@ -362,8 +366,28 @@ class LiveView:
                 redirect_stderr=True,
                 transient=False,
             )
+            before = {id(sys.stdout): "stdout", id(sys.stderr): "stderr"}
             self._live.start()
+            self._reroute_logging(before)
         self._task = asyncio.get_running_loop().create_task(self._run())
+
+    def _reroute_logging(self, before: dict[int, str]) -> None:
+        """Send log lines through rich's stdout/stderr proxies while the view is live.
+
+        A handler made before the view (``logging.basicConfig``) holds the real stream;
+        writing there would tear the display, while the proxies print above it.
+        """
+        for handler in logging.getLogger().handlers:
+            if not isinstance(handler, logging.StreamHandler) or isinstance(
+                handler, logging.FileHandler
+            ):
+                continue  # a log file is not the terminal
+            name = before.get(id(handler.stream))
+            if name is None:
+                continue
+            proxy = getattr(sys, name)  # rich's proxy, or the same stream if it has none
+            if proxy is not handler.stream:
+                self._rerouted.append((handler, handler.setStream(proxy)))
 
     async def _run(self) -> None:
         while True:
@@ -390,6 +414,9 @@ class LiveView:
                 self.refresh()
             self._live.stop()
             self._live = None
+        for handler, stream in self._rerouted:
+            handler.setStream(stream)
+        self._rerouted.clear()
 
 
 __all__ = ["Change", "LiveView"]

@@ -673,7 +673,7 @@ def add_parser(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) 
             "recorded connection, one response per request. Exit status: 0 all the same, "
             "1 differences, 2 unreadable transcript."
         ),
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        formatter_class=argtypes.HelpFormatter,
     )
     p.add_argument("transcript", type=Path, metavar="TRANSCRIPT", help="JSON-lines transcript")
     p.add_argument("--host", default="127.0.0.1", help="the device's address")

@@ -67,7 +67,23 @@ class CloudService:
     def credentials_path(self) -> Path | None:
         return self.state_dir / CREDENTIALS_FILE if self.state_dir is not None else None
 
-    async def open(self) -> None:
+    async def open(self, *, must_exist: bool = False) -> None:
+        """Open (and on first start create and seed) the database.
+
+        ``must_exist``: only an existing database, nothing created or seeded -- for
+        commands that only read, so a mistyped ``--state-dir`` is an error, not a new
+        empty cloud.
+        """
+        if must_exist:
+            if self.db.path is not None and not self.db.path.is_file():
+                where = self.state_dir
+                raise StateError(
+                    f"no cloud database at {self.db.path}; create it by starting the cloud "
+                    f"once ('softap-sim run --state-dir {where}' or 'softap-sim cloud serve "
+                    f"--state-dir {where}'), or check --state-dir"
+                )
+            await self.db.open()
+            return
         if self.state_dir is not None and self.state_dir.is_dir():
             # a kill -9 during a write leaves a temporary copy (a secret or a key): gone now
             remove_stale_temporaries(self.state_dir, (CREDENTIALS_FILE, SERVER_KEY_FILE))
