@@ -10,10 +10,11 @@ identity or key, or command-line options layered on top are preserved).
 Schema::
 
     name = "wrong-password"        # [a-z0-9-]; default: from the file name
-    description = "..."            # one line: what the scenario sets up
-    pain_point = "#2, #5: ..."     # the pain point(s) of pain-points.md, with issue refs
-    expect = "..."                 # what the app / client observes, and how the device
-                                   # recovers
+    description = "..."            # required: one line, what the scenario sets up
+    pain_point = "#2, #5: ..."     # optional (default ""): the pain point(s) of
+                                   # pain-points.md, with issue refs
+    expect = "..."                 # optional (default ""): what the app / client
+                                   # observes, and how the device recovers
 
     [device]
     firmware = "0.7.0"             # device-os version or era: 0.4.0, 0.4.4, 0.6.4, 1.5.2 ...
@@ -99,6 +100,8 @@ TOP_LEVEL_KEYS = (
     "app",
 )
 TEXT_KEYS = ("description", "pain_point", "expect")
+#: the text keys a file must give (the others default to "")
+REQUIRED_TEXT_KEYS = ("description",)
 DEVICE_KEYS = ("firmware", "ssid_prefix", "seed", "key_bits", "cloud_available")
 MEMORY_KEYS = ("heap_after_boot_bytes", "app_ram_bytes", "gate_bytes", "gate_mode")
 RADIO_KEYS = ("pack", "network")
@@ -115,9 +118,11 @@ class Scenario:
 
     name: str
     description: str
-    pain_point: str
-    #: what a client observes (the promised failure) and how the device recovers
-    expect: str
+    #: the pain point(s) of pain-points.md it reproduces; "" when the file gives none
+    pain_point: str = ""
+    #: what a client observes (the promised failure) and how the device recovers; "" when
+    #: the file gives none
+    expect: str = ""
     #: ``device``, ``memory``, ``timing``, ``radio`` and ``fault`` tables, as given
     settings: dict[str, Any] = field(default_factory=dict)
     #: where it came from: a file path, or ``<shipped>/NAME.toml``
@@ -213,9 +218,11 @@ def _parse(data: Mapping[str, Any], source: str, default_name: str) -> Scenario:
         )
     texts: dict[str, str] = {}
     for key in TEXT_KEYS:
-        value = data.get(key)
-        if not isinstance(value, str) or not value.strip():
+        value = data.get(key, "")
+        if key in REQUIRED_TEXT_KEYS and (not isinstance(value, str) or not value.strip()):
             raise _Bad(f"'{key}' is required: a non-empty string")
+        if not isinstance(value, str):
+            raise _Bad(f"'{key}' must be a string (or left out), got {value!r}")
         texts[key] = _one_line(value)
     settings: dict[str, Any] = {}
     for key in ("device", "memory", "timing", "radio", "app"):

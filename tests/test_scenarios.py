@@ -227,9 +227,14 @@ BAD_FILES = [
     pytest.param("name = \n", "is not valid TOML", id="toml-syntax"),
     pytest.param(HEAD + "devcie = 1\n", "unknown top-level key 'devcie'; allowed: name,", id="top"),
     pytest.param(
-        'description = "d"\nexpect = "e"\n',
-        ": 'pain_point' is required: a non-empty string",
-        id="missing-text",
+        'pain_point = "#1"\nexpect = "e"\n',
+        ": 'description' is required: a non-empty string",
+        id="missing-description",
+    ),
+    pytest.param(
+        'description = "d"\npain_point = 11\n',
+        ": 'pain_point' must be a string (or left out), got 11",
+        id="text-type",
     ),
     pytest.param(
         'name = "Bad Name"\n' + HEAD[HEAD.index("description") :],
@@ -344,6 +349,15 @@ def test_bad_scenario_file_gives_one_clear_line(tmp_path: Path, text: str, messa
     assert "\n" not in msg
     assert msg.startswith(f"scenario file {path}"), msg
     assert message in msg, msg
+
+
+def test_pain_point_and_expect_are_optional(tmp_path: Path) -> None:
+    path = tmp_path / "mine.toml"
+    path.write_text('description = "  my   bench  "\n[device]\nseed = 3\n', encoding="utf-8")
+    scenario = load_scenario(str(path))
+    assert (scenario.name, scenario.description) == ("mine", "my bench")
+    assert (scenario.pain_point, scenario.expect) == ("", "")
+    assert scenario.apply(SimConfig()).seed == 3
 
 
 def test_unknown_scenario_name_lists_the_shipped_ones() -> None:
