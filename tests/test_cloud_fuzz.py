@@ -87,6 +87,7 @@ BODY_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/device_claims"): ("iccid", "imei", "activation_code"),
     ("POST", "/v1/products/{product}/device_claims"): ("iccid", "imei"),
     ("POST", "/v1/devices"): ("id", "request_transfer"),
+    ("POST", "/v1/provisioning/{device}"): ("publicKey", "deviceID"),
     ("POST", "/v1/devices/{device}/{name}"): ("arg", "args", "format"),
     ("POST", "/v1/products/{product}/devices/{device}/{name}"): ("arg", "args", "format"),
 }

@@ -243,7 +243,12 @@ def test_cli_second_run_says_port_in_use(tmp_path: Path, spec_config: SimConfig)
                 stderr=subprocess.PIPE,
                 env={**os.environ, "PYTHONUNBUFFERED": "1"},
             )
-            out, err = await asyncio.wait_for(proc.communicate(), 60)
+            try:
+                out, err = await asyncio.wait_for(proc.communicate(), 60)
+            finally:
+                if proc.returncode is None:  # it started: the defect; do not leave it running
+                    proc.kill()
+                    await proc.wait()
             assert proc.returncode == 1, (out, err)
             return err.decode()
 

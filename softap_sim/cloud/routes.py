@@ -7,7 +7,16 @@ dynamic ``{device}/{name}`` and ``{token}`` routes.
 
 from __future__ import annotations
 
-from softap_sim.cloud.handlers import calls, clients, customers, devices, events, oauth, tokens
+from softap_sim.cloud.handlers import (
+    calls,
+    clients,
+    customers,
+    devices,
+    events,
+    oauth,
+    provisioning,
+    tokens,
+)
 from softap_sim.cloud.handlers.common import Handler
 
 ROUTES: list[tuple[str, str, Handler]] = [
@@ -25,6 +34,8 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/products/{product}/customers", customers.list_customers),
     ("PUT", "/v1/products/{product}/customers/{email}", customers.update_customer),
     ("DELETE", "/v1/products/{product}/customers/{email}", customers.delete_customer),
+    ("GET", "/v1/softap-sim/cloud", provisioning.get_cloud_info),
+    ("POST", "/v1/provisioning/{device}", provisioning.post_provisioning),
     ("GET", "/v1/access_tokens", tokens.list_tokens),
     ("GET", "/v1/access_tokens/current", tokens.current_token),
     ("DELETE", "/v1/access_tokens/current", tokens.delete_current_token),
