@@ -9,6 +9,7 @@ import dataclasses
 import errno
 import json
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -19,6 +20,7 @@ from firmware_model import GateMode, StateChanged
 from firmware_model.eras import FirmwareEra
 from firmware_model.timing import PROFILES, timing_profile
 from softap_sim import __version__, argtypes, cloud_cli, ctl, discover, event_loop, replay
+from softap_sim.atomic import atomic_write
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError, SimulatorError, StateError
@@ -122,6 +124,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="allow a non-loopback --cloud-host (tokens become reachable from the network)",
     )
     net.add_argument("--no-cloud", action="store_true", help="do not start the embedded cloud")
+    from softap_sim import cloud_remote
+
+    cloud_remote.add_options(net)
     net.add_argument(
         "--advertise",
         action="store_true",
@@ -248,6 +253,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--plain",
         action="store_true",
         help="print one line per state change even on a terminal (no live view)",
+    )
+    run.add_argument(
+        "--json",
+        action="store_true",
+        help="machine-readable stdout for CI: one JSON object per line, first "
+        '{"event": "ready", ...} with the real ports, ids and URLs (use with --tcp-port 0), '
+        'then one {"event": "state", ...} per change, last {"event": "stopped"}',
+    )
+    run.add_argument(
+        "--ready-file",
+        type=Path,
+        default=None,
+        metavar="FILE",
+        help="write the ready object (as --json prints it) to FILE, atomically, once the "
+        "device is up; removed again on exit",
     )
     run.add_argument(
         "--loop",
@@ -384,6 +404,20 @@ def _banner(
     return "\n".join(lines)
 
 
+def _json_state_line(change: StateChanged, t: float) -> None:
+    """``run --json``: a state change as one JSON line (no secrets: LED and states)."""
+    line = {
+        "event": "state",
+        "t": round(t, 6),
+        "old": change.old,
+        "new": change.new,
+        "cause": change.cause,
+        "led": change.led.describe(),
+        "detail": change.detail,
+    }
+    print(json.dumps(line, default=str), flush=True)
+
+
 class LedDisplay:
     """Prints every state change; coloured when the output is a terminal."""
 
@@ -425,14 +459,20 @@ async def _run(args: argparse.Namespace) -> int:
         problem = argtypes.state_dir_problem(config.state_dir)
         if problem is not None:
             raise StateError(problem)  # before the cloud database gets the blame
-    cloud = None
-    if not args.no_cloud:
+    cloud: Any = None
+    if args.cloud is not None:
+        if args.no_cloud:
+            raise ConfigError("--cloud and --no-cloud exclude each other")
+        from softap_sim import cloud_remote
+
+        cloud = await cloud_remote.from_args(args)
+    elif not args.no_cloud:
         # the cloud first: the device holds its address and public key (as in its DCT)
         cloud = await _start_cloud(args, config.state_dir)
-        assert cloud.device_server is not None
+    if cloud is not None:
         config = dataclasses.replace(
             config,
-            cloud_endpoint=(args.cloud_host, cloud.device_server.port),
+            cloud_endpoint=cloud.device_endpoint(args.cloud_host),
             server_public_key_pem=cloud.server_public_key_pem,
         )
 
@@ -453,7 +493,9 @@ async def _run(args: argparse.Namespace) -> int:
     # on a terminal the live view (rich, started after the banner); otherwise one plain
     # line per state change
     view = None
-    if sys.stdout.isatty() and not args.plain:
+    if args.json:
+        emu.on_state_change.append(_json_state_line)
+    elif sys.stdout.isatty() and not args.plain:
         from softap_sim.live_view import LiveView
 
         view = LiveView(plain=False)
@@ -504,27 +546,40 @@ async def _run(args: argparse.Namespace) -> int:
             )
             await advertiser.start()
         cloud_line = None
-        if cloud is not None and cloud.server is not None and cloud.device_server is not None:
-            cloud_line = f"{cloud.server.url}  (devices: TCP {cloud.device_server.port})"
+        cloud_url = None
+        if cloud is not None and config.cloud_endpoint is not None:
+            cloud_url = cloud.url if args.cloud else cloud.server.url
+            host, port = config.cloud_endpoint
+            where = f"{host}:{port}; external" if args.cloud else f"TCP {port}"
+            cloud_line = f"{cloud_url}  (devices: {where})"
         # handlers first: a supervisor may signal as soon as it reads "Press Ctrl-C"
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        banner, press = _banner(
-            emu, config.state_dir, control.url if control else None, cloud_line
-        ).rsplit("\n", 1)
-        print(banner, flush=True)
-        if cloud is not None and cloud.created_credentials:
-            cloud_cli.print_credentials(cloud.created_credentials, cloud.credentials_path)
-        print(press, flush=True)
+        ready = ready_info(emu, config, control.url if control else None, cloud_url)
+        if args.ready_file is not None:
+            write_ready_file(args.ready_file, ready)
+        if args.json:
+            print(json.dumps(ready), flush=True)
+        else:
+            banner, press = _banner(
+                emu, config.state_dir, control.url if control else None, cloud_line
+            ).rsplit("\n", 1)
+            print(banner, flush=True)
+            if getattr(cloud, "created_credentials", None):
+                cloud_cli.print_credentials(cloud.created_credentials, cloud.credentials_path)
+            print(press, flush=True)
         if view is None:
             await stop.wait()
         else:
             async with view:  # stopped (terminal restored) before the device closes
                 await stop.wait()
     finally:
+        if args.ready_file is not None:
+            with contextlib.suppress(OSError):
+                args.ready_file.unlink()  # not ready any more: no stale file for a poller
         if advertiser is not None:
             await advertiser.close()  # goodbye packets before the device goes away
         if control is not None:
@@ -533,8 +588,52 @@ async def _run(args: argparse.Namespace) -> int:
         if cloud is not None:
             await cloud.close()
     emu.check()
-    print("stopped", flush=True)
+    print(json.dumps({"event": "stopped"}) if args.json else "stopped", flush=True)
     return 0
+
+
+def ready_info(
+    emu: DeviceEmulator, config: SimConfig, control_url: str | None, cloud_url: str | None
+) -> dict[str, Any]:
+    """What a CI job needs once the device is up (``run --json`` / ``--ready-file``)."""
+    dev = emu.device
+    host, tcp_port = emu.tcp_address
+    http = None
+    if dev.profile.http:
+        http_host, http_port = emu.http_address
+        http = {"host": http_host, "port": http_port, "url": emu.http_url}
+    endpoint = config.cloud_endpoint
+    return {
+        "event": "ready",
+        "version": __version__,
+        "pid": os.getpid(),
+        "device_id": dev.dct.identity.device_id_hex,
+        "ssid": emu.ssid,
+        "firmware": dev.era.value,
+        "state": dev.state.value,
+        "claimed": dev.dct.claimed,
+        "tcp": {"host": host, "port": tcp_port},
+        "http": http,
+        "control_url": control_url,
+        "health_url": f"{control_url}/v1/health" if control_url else None,
+        "cloud": None
+        if cloud_url is None
+        else {
+            "url": cloud_url,
+            "device_endpoint": None if endpoint is None else f"{endpoint[0]}:{endpoint[1]}",
+        },
+        "state_dir": None if config.state_dir is None else str(config.state_dir),
+    }
+
+
+def write_ready_file(path: Path, info: dict[str, Any]) -> None:
+    """Atomically: a poller sees no file, or the whole JSON object."""
+    try:
+        atomic_write(path, (json.dumps(info, indent=2) + "\n").encode(), 0o644)
+    except OSError as err:
+        raise SimulatorError(
+            f"cannot write the ready file {path}: {err.strerror or err}; check --ready-file"
+        ) from None
 
 
 async def _start_cloud(args: argparse.Namespace, state_dir: Path | None) -> Any:

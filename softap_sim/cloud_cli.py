@@ -27,6 +27,8 @@ if TYPE_CHECKING:
 T = TypeVar("T")
 
 DEFAULT_CLOUD_PORT = 8181
+#: the device endpoint (cloud/service.py DEFAULT_DEVICE_PORT; not imported: aiohttp)
+DEFAULT_DEVICE_PORT = 5683
 #: the console presets (cloud-api.md §2), by their short CLI names
 PRESETS = {"two-legged": "two-legged", "mobile": "simple-auth-mobile", "web": "simple-auth-web"}
 
@@ -107,6 +109,18 @@ def _serve_options(p: argparse.ArgumentParser) -> None:
         help=f"REST API port (default {DEFAULT_CLOUD_PORT}); 0 picks a free one",
     )
     p.add_argument(
+        "--device-port",
+        type=parse_port,
+        default=DEFAULT_DEVICE_PORT,
+        help=f"the device endpoint (the Photon protocol, TCP; default {DEFAULT_DEVICE_PORT}) "
+        "on --host; 0 picks a free one",
+    )
+    p.add_argument(
+        "--no-devices",
+        action="store_true",
+        help="serve the REST API only (no device endpoint: every device is offline)",
+    )
+    p.add_argument(
         "--public",
         action="store_true",
         help="allow a non-loopback --host (tokens and customer data become "
@@ -150,14 +164,33 @@ async def _serve_async(args: argparse.Namespace) -> int:
                 f"cannot listen on {args.host}:{args.port} ({err.strerror or err}); "
                 "pass --port 0 or stop the other program"
             ) from None
+        devices = None
+        if not args.no_devices:
+            try:
+                devices = await service.serve_devices(args.host, args.device_port)
+            except OSError as err:
+                raise SimulatorError(
+                    f"cannot serve the device endpoint on {args.host}:{args.device_port} "
+                    f"({err.strerror or err}); pass --device-port 0, --no-devices, or stop "
+                    "the other program"
+                ) from None
         if service.created_credentials:
             print_credentials(service.created_credentials, service.credentials_path)
         where = service.db.path or "in memory"
-        print(
-            f"softap-sim cloud: REST API on {server.url} (database {where})\n"
-            "Press Ctrl-C to stop.",
-            flush=True,
-        )
+        lines = [f"softap-sim cloud: REST API on {server.url} (database {where})"]
+        if devices is not None:
+            from softap_sim.cloud.service import SERVER_KEY_FILE
+
+            key = service.state_dir / SERVER_KEY_FILE if service.state_dir else "in memory"
+            lines += [
+                f"  devices    TCP {args.host}:{devices.port} (server key {key})",
+                f"  share it   softap-sim run --cloud {server.url} --cloud-token TOKEN  "
+                "(or fleet; TOKEN: a developer or product-client access token)",
+            ]
+        else:
+            lines.append("  devices    no device endpoint (--no-devices): devices stay offline")
+        lines.append("Press Ctrl-C to stop.")
+        print("\n".join(lines), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):

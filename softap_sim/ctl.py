@@ -47,6 +47,7 @@ from softap_sim import argtypes
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:5610"
 CONTROL_ENV = "SOFTAP_SIM_CONTROL"
+DEVICE_ENV = "SOFTAP_SIM_DEVICE"
 #: seconds between polls of ``transcript --follow``
 FOLLOW_INTERVAL_S = 0.5
 TIMEOUT_S = 10.0
@@ -64,9 +65,24 @@ def control_url(args: argparse.Namespace) -> str:
     return url.rstrip("/")
 
 
+#: API routes that are not about one device (never prefixed with --device)
+_API_PATHS = ("/v1/health", "/v1/openapi.json", "/v1/devices")
+
+
+def device_path(args: argparse.Namespace, path: str) -> str:
+    """``/v1/state`` -> ``/v1/devices/ID/state`` with ``--device ID`` (a fleet's API)."""
+    device = getattr(args, "device", None) or os.environ.get(DEVICE_ENV)
+    if not device or path.startswith(_API_PATHS):
+        return path
+    if len(device) != 24 or any(c not in "0123456789abcdefABCDEF" for c in device):
+        raise CtlError(f"--device takes a device id (24 hex digits), got {device!r}")
+    return f"/v1/devices/{device}{path.removeprefix('/v1')}"
+
+
 def call(args: argparse.Namespace, method: str, path: str, body: Any = None) -> Any:
     """One request to the control API; the decoded JSON reply, or :class:`CtlError`."""
     base = control_url(args)
+    path = device_path(args, path)
     data = None if body is None else json.dumps(body).encode("utf-8")
     request = urllib.request.Request(base + path, data=data, method=method)
     if data is not None:
@@ -243,6 +259,52 @@ def _listen(args: argparse.Namespace) -> int:
     return 0
 
 
+def _wifi_lost(args: argparse.Namespace) -> int:
+    print(_short(call(args, "POST", "/v1/wifi/lost", {})))
+    return 0
+
+
+def _reset(args: argparse.Namespace) -> int:
+    reply = call(args, "POST", "/v1/reset", {})
+    if isinstance(reply, dict) and "reset" in reply:
+        print(f"reset {reply['reset']} devices to the factory state")
+    else:
+        print(_short(reply))
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    base = control_url(args)
+    request = urllib.request.Request(base + "/v1/health", headers={"Accept": "application/json"})
+    try:
+        with urllib.request.urlopen(request, timeout=TIMEOUT_S) as response:
+            health = json.loads(response.read())
+    except urllib.error.HTTPError as err:  # 503: failing, with the same JSON body
+        try:
+            health = json.loads(err.read())
+        except ValueError:
+            raise CtlError(_server_message(err)) from None
+    except (urllib.error.URLError, TimeoutError, ConnectionError, ValueError):
+        call(args, "GET", "/v1/health")  # raises the usual one-line error
+        raise
+    if args.json:
+        _print_json(health)
+    else:
+        states = ", ".join(f"{n} {s}" for s, n in health.get("states", {}).items())
+        print(f"{health.get('status')}: {health.get('devices')} devices ({states})")
+    return 0 if health.get("status") == "ok" else 1
+
+
+def _devices(args: argparse.Namespace) -> int:
+    devices = call(args, "GET", "/v1/devices")
+    if args.json:
+        _print_json(devices)
+        return 0
+    for d in devices:
+        print(f"{d['id']}  {d['ssid']:<16} {d['state']:<16} {d['host']}:{d['tcp_port']}")
+    return 0
+
+
 def _app_ram(args: argparse.Namespace) -> int:
     snap = call(args, "PUT", "/v1/app-ram", {"bytes": args.size})
     heap = snap.get("heap", {})
@@ -376,6 +438,7 @@ def _leaf(
     parser.add_argument(
         "--control", metavar="URL", default=argparse.SUPPRESS, help=argparse.SUPPRESS
     )
+    parser.add_argument("--device", metavar="ID", default=argparse.SUPPRESS, help=argparse.SUPPRESS)
     parser.set_defaults(ctl_action=action)
     return parser
 
@@ -396,6 +459,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         metavar="URL",
         default=None,
         help=f"control API URL (default: ${CONTROL_ENV}, else {DEFAULT_CONTROL_URL})",
+    )
+    ctl.add_argument(
+        "--device",
+        metavar="ID",
+        default=None,
+        help=f"the device to steer on a fleet's control API (default: ${DEVICE_ENV}; "
+        "'ctl devices' lists the ids); not needed for 'softap-sim run'",
     )
     ctl.set_defaults(ctl_func=ctl_main, ctl_action=None, ctl_parser=ctl)
     sub = ctl.add_subparsers(dest="ctl_command", metavar="ACTION")
@@ -420,6 +490,23 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     p.add_argument("action", choices=("cycle", "off", "on"))
 
     _leaf(sub, "listen", _listen, help="enter listening mode (as System.listen())")
+    _leaf(
+        sub,
+        "wifi-lost",
+        _wifi_lost,
+        help="the station loses its Wi-Fi network (blinking green, the cloud session ends)",
+    )
+    _leaf(
+        sub,
+        "reset",
+        _reset,
+        help="back to the factory state: no networks, no claim code, not claimed, faults "
+        "and settings as started; then into listening mode (a fleet without --device: all)",
+    )
+    p = _leaf(sub, "health", _health, help="is the emulator healthy? (exit 1 if not)")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
+    p = _leaf(sub, "devices", _devices, help="list the devices behind this control API")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
 
     p = _leaf(sub, "app-ram", _app_ram, help="set the application's RAM use")
     p.add_argument("size", type=parse_size, metavar="SIZE", help="bytes, e.g. 53248, 52k, 0xd000")

@@ -92,6 +92,7 @@ from softap_sim.state import DCT_FILE, KEY_FILE, StateStore
 
 if TYPE_CHECKING:
     from softap_sim.cloud.service import CloudService
+    from softap_sim.cloud_remote import DeviceCloud, RemoteCloud
     from softap_sim.emulator import DeviceEmulator
 
 log = logging.getLogger(__name__)
@@ -472,7 +473,7 @@ def _indices(entry: Mapping[str, Any], bad: Callable[[str], ConfigError]) -> fro
 class _Registrar:
     """Registers devices in the cloud in batches: one transaction per wave of starts."""
 
-    def __init__(self, cloud: CloudService) -> None:
+    def __init__(self, cloud: DeviceCloud) -> None:
         self._cloud = cloud
         self._pending: list[tuple[str, str, asyncio.Future[None]]] = []
         self._flushing: asyncio.Task[None] | None = None
@@ -494,11 +495,10 @@ class _Registrar:
 
     async def _flush(self) -> None:
         await asyncio.sleep(0)  # let the other starts of this wave queue up
-        backend = self._cloud.backend
         while self._pending:
             batch, self._pending = self._pending, []
             try:
-                results = await backend.register_devices((d, pem) for d, pem, _f in batch)
+                results = await self._cloud.register_devices([(d, pem) for d, pem, _f in batch])
             except Exception as err:
                 for *_x, fut in batch:
                     if not fut.done():
@@ -586,8 +586,10 @@ class Fleet:
         tcp_port, http_port: ports on each address; the bases of the port offsets; 0
             picks free ports.
         cloud: register every device there before it powers on; when the cloud serves
-            its device endpoint, each device also gets its address and public key.
-        cloud_host: the address devices use to reach the cloud's device endpoint.
+            its device endpoint, each device also gets its address and public key. The
+            embedded :class:`~softap_sim.cloud.service.CloudService` or a
+            :class:`~softap_sim.cloud_remote.RemoteCloud` (another process's cloud).
+        cloud_host: the address devices use to reach a local cloud's device endpoint.
         key_pool: where keys come from; ``None`` generates every key.
         concurrency: devices started at the same time.
         clock: the devices' clock (a ManualClock in tests).
@@ -608,7 +610,7 @@ class Fleet:
         host_pattern: str = DEFAULT_HOST_PATTERN,
         tcp_port: int = DEFAULT_TCP_PORT,
         http_port: int = DEFAULT_HTTP_PORT,
-        cloud: CloudService | None = None,
+        cloud: DeviceCloud | None = None,
         cloud_host: str = "127.0.0.1",
         key_pool: KeyPool | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
@@ -754,10 +756,11 @@ class Fleet:
         base = dataclasses.replace(
             self.base_config, identity=None, key=None, state_dir=None, transcript_path=None
         )
-        if self.cloud is not None and self.cloud.device_server is not None:
+        endpoint = self.cloud.device_endpoint(self.cloud_host) if self.cloud else None
+        if self.cloud is not None and endpoint is not None:
             base = dataclasses.replace(
                 base,
-                cloud_endpoint=(self.cloud_host, self.cloud.device_server.port),
+                cloud_endpoint=endpoint,
                 server_public_key_pem=self.cloud.server_public_key_pem,
             )
         configs = []
@@ -1157,6 +1160,9 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         default=5683,
         help="the cloud's device endpoint (default 5683); 0 picks a free one",
     )
+    from softap_sim import cloud_remote
+
+    cloud_remote.add_options(cloud)
     keys = p.add_argument_group("keys")
     keys.add_argument(
         "--key-pool",
@@ -1320,7 +1326,7 @@ async def _close_all(control: Any, advertising: list[Any]) -> None:
 
 def fleet_banner(
     fleet: Fleet,
-    cloud: CloudService | None,
+    cloud: CloudService | RemoteCloud | None,
     pool: KeyPool | None,
     control_url: str | None = None,
 ) -> str:
@@ -1350,7 +1356,15 @@ def fleet_banner(
         f"  e.g.       curl {first.emulator.url_for('/device-id')}    "
         f"printf 'device-id\\n0\\n\\n' | nc {host} {port}"
     )
-    if cloud is not None and cloud.server is not None and cloud.device_server is not None:
+    from softap_sim.cloud_remote import RemoteCloud
+
+    if isinstance(cloud, RemoteCloud):
+        host, port = cloud.endpoint
+        lines.append(
+            f"  cloud      {cloud.url}  (external; devices: {host}:{port}; "
+            f"{r.registered} registered)"
+        )
+    elif cloud is not None and cloud.server is not None and cloud.device_server is not None:
         lines.append(
             f"  cloud      {cloud.server.url}  (devices: TCP {cloud.device_server.port}; "
             f"{r.registered} registered)"
@@ -1389,6 +1403,9 @@ async def _fleet(args: argparse.Namespace) -> int:
     from softap_sim.live_view import LiveView
 
     if args.state_dir is not None:
+        problem = argtypes.state_dir_problem(args.state_dir)
+        if problem is not None:
+            raise StateError(problem)
         try:
             args.state_dir.mkdir(parents=True, exist_ok=True)
         except OSError as err:
@@ -1396,7 +1413,15 @@ async def _fleet(args: argparse.Namespace) -> int:
                 f"cannot create state directory {args.state_dir}: {err.strerror}; "
                 "choose another with --state-dir"
             ) from None
-    cloud = None if args.no_cloud else await _start_cloud(args)
+    cloud: Any = None
+    if args.cloud is not None:
+        if args.no_cloud:
+            raise ConfigError("--cloud and --no-cloud exclude each other")
+        from softap_sim import cloud_remote
+
+        cloud = await cloud_remote.from_args(args)
+    elif not args.no_cloud:
+        cloud = await _start_cloud(args)
     fleet = Fleet(
         count,
         base_config=base,
@@ -1431,7 +1456,7 @@ async def _fleet(args: argparse.Namespace) -> int:
         stack.push_async_callback(_close_all, control, advertising)
         banner = fleet_banner(fleet, cloud, pool, control.url if control else None)
         print(banner, flush=True)
-        if cloud is not None and cloud.created_credentials:
+        if getattr(cloud, "created_credentials", None):
             from softap_sim import cloud_cli
 
             cloud_cli.print_credentials(cloud.created_credentials, cloud.credentials_path)

@@ -25,6 +25,7 @@ import pytest_asyncio
 from firmware_model import DeviceIdentity, DeviceState, Secret, WifiCredential
 from firmware_model import security as sec
 from softap_sim import DeviceEmulator, SimConfig
+from softap_sim import ctl as ctl_mod
 from softap_sim.control_api import API_ROUTES, DEVICE_ROUTES, ControlServer, start_control_api
 from softap_sim.control_openapi import API_DOCS, DEVICE_DOCS, _clean
 from softap_sim.registry import DeviceRegistry
@@ -235,3 +236,68 @@ async def test_fleet_reset_resets_every_device(fleet: tuple[Api, list[DeviceEmul
     for emu in emulators:
         _assert_factory(emu, emu.config)
     await asyncio.gather(*(e.settle() for e in emulators))
+
+
+async def _ctl(url: str, *argv: str) -> tuple[int, str, str]:
+    """``softap-sim ctl`` in a thread (it blocks; the API runs on this loop)."""
+    import contextlib
+    import io
+
+    out, err = io.StringIO(), io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return ctl_mod.main(["--control", url, *argv])
+
+    code = await asyncio.to_thread(run)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_ctl_device_option_on_a_fleet(fleet: tuple[Api, list[DeviceEmulator]]) -> None:
+    api, emulators = fleet
+    url = api.server.url
+    device = emulators[2].device.dct.identity.device_id_hex
+    code, out, _ = await _ctl(url, "devices")
+    assert code == 0
+    assert len(out.splitlines()) == 3
+    code, out, _ = await _ctl(url, "--device", device, "fault", "add", "reset")
+    assert code == 0
+    assert [len(e.device.faults.to_json()) for e in emulators] == [0, 0, 1]
+    code, out, _ = await _ctl(url, "state", "--device", device.lower(), "--json")
+    assert code == 0
+    assert json.loads(out)["device_id"] == device
+    code, _, err = await _ctl(url, "state")  # a fleet: which device?
+    assert code == 1
+    assert "name one" in err
+    code, _, err = await _ctl(url, "--device", "nope", "state")
+    assert code == 1
+    assert "24 hex digits" in err
+    code, out, _ = await _ctl(url, "health")
+    assert (code, out.strip()) == (0, "ok: 3 devices (3 listening)")
+    code, out, _ = await _ctl(url, "reset")
+    assert (code, out.strip()) == (0, "reset 3 devices to the factory state")
+    assert emulators[2].device.faults.to_json() == []
+
+
+@pytest.mark.asyncio
+async def test_ctl_health_fails_when_the_emulator_failed(
+    single: Api, emulator: DeviceEmulator
+) -> None:
+    emulator._record_error(RuntimeError("a bug"))
+    code, out, _ = await _ctl(single.server.url, "health")
+    emulator._errors.clear()
+    assert code == 1
+    assert out.startswith("failing: 1 devices")
+
+
+@pytest.mark.asyncio
+async def test_ctl_wifi_lost_and_reset(single: Api, emulator: DeviceEmulator) -> None:
+    code, _, err = await _ctl(single.server.url, "wifi-lost")
+    assert code == 1  # listening: the station is not associated
+    assert "not accepted in state 'listening'" in err
+    emulator.device.dct.set_claim_code(b"left-over-claim")
+    code, out, _ = await _ctl(single.server.url, "reset")
+    assert code == 0
+    assert out.startswith("state: listening")
+    assert emulator.device.dct.claim_code == b""

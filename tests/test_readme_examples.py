@@ -230,7 +230,9 @@ def softap_commands() -> list[tuple[str, list[str]]]:
             ) from None
         command: list[str] = []
         for word in [*words, "&&"]:
-            if word not in ("&&", ";", "|"):
+            if word not in ("&&", ";", "|", "&"):
+                if not command and re.fullmatch(r"[A-Z_]+=\S*", word):
+                    continue  # VAR=value before the command: the environment
                 command.append(word)
                 continue
             if command and command[0] in ("softap-sim", ".venv/bin/softap-sim"):

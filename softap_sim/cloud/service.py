@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +134,16 @@ class CloudService:
         return await self.backend.register_device(
             device_id, public_key_pem, name=name, product_id=product_id
         )
+
+    def device_endpoint(self, host: str) -> tuple[str, int] | None:
+        """``(host, port)`` of the device endpoint, None before :meth:`serve_devices`."""
+        if self.device_server is None:
+            return None
+        return host, self.device_server.port
+
+    async def register_devices(self, batch: Iterable[tuple[str, str]]) -> list[str | None]:
+        """Many devices in one transaction (see ``CloudBackend.register_devices``)."""
+        return await self.backend.register_devices(batch)
 
     async def close(self) -> None:
         if self.device_server is not None:
