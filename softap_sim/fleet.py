@@ -1282,8 +1282,14 @@ def _base_config(args: argparse.Namespace, scenario: FleetScenario | None) -> Si
     return dataclasses.replace(base, **changes)
 
 
-async def _start_control(args: argparse.Namespace, fleet: Fleet) -> tuple[Any, list[Any]]:
-    """The fleet's control API (every device by id) and, if asked, its DNS-SD records."""
+async def _start_control(
+    args: argparse.Namespace, fleet: Fleet, *, responder: Any = None
+) -> tuple[Any, list[Any]]:
+    """The fleet's control API (every device by id) and, if asked, its DNS-SD records.
+
+    ``responder``: the publisher the advertisers share (tests pass a fake); default a
+    real mDNS :class:`~softap_sim.transports.mdns.Responder`, closed with the fleet.
+    """
     from softap_sim.registry import DeviceRegistry
 
     registry = DeviceRegistry()
@@ -1307,9 +1313,10 @@ async def _start_control(args: argparse.Namespace, fleet: Fleet) -> tuple[Any, l
     if args.advertise:
         from softap_sim.transports.mdns import Advertiser, Responder
 
-        responder = Responder(args.advertise_interface or None)
-        await responder.start()
-        advertising.append(responder)
+        if responder is None:
+            responder = Responder(args.advertise_interface or None)
+            await responder.start()
+            advertising.append(responder)
         for device in fleet.devices:
             adv = Advertiser(device.emulator, responder=responder, control_url=url)
             await adv.start()
