@@ -102,7 +102,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--control-port",
         type=_port,
         default=DEFAULT_CONTROL_PORT,
-        help="control API port on 127.0.0.1; 0 picks a free port",
+        help="control API port (on --control-host); 0 picks a free port",
+    )
+    net.add_argument(
+        "--control-host",
+        default="127.0.0.1",
+        help="address of the control API; it has no authentication, so anything but "
+        "loopback (e.g. 0.0.0.0 in a container) is logged as a warning",
     )
     net.add_argument("--no-control", action="store_true", help="do not start the control API")
     net.add_argument(
@@ -528,12 +534,12 @@ async def _run(args: argparse.Namespace) -> int:
 
             try:
                 control = await start_control_api(
-                    emu, "127.0.0.1", args.control_port, registry=registry
+                    emu, args.control_host, args.control_port, registry=registry
                 )
                 registry.add(emu, control_url=control.url)
             except OSError as err:
                 raise SimulatorError(
-                    f"cannot start the control API on 127.0.0.1:{args.control_port} "
+                    f"cannot start the control API on {args.control_host}:{args.control_port} "
                     f"({err.strerror or err}); pass --control-port 0 or --no-control"
                 ) from None
         if args.advertise:

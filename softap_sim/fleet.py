@@ -1131,6 +1131,11 @@ def add_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
         "under /v1/devices/<id>/..., e.g. 'softap-sim ctl --device ID state'; 0 picks a "
         "free port",
     )
+    net.add_argument(
+        "--control-host",
+        default="127.0.0.1",
+        help="address of the control API (default 127.0.0.1; it has no authentication)",
+    )
     net.add_argument("--no-control", action="store_true", help="do not start the control API")
     net.add_argument(
         "--advertise",
@@ -1299,11 +1304,11 @@ async def _start_control(
 
         try:
             control = await start_control_api(
-                None, "127.0.0.1", args.control_port, registry=registry
+                None, args.control_host, args.control_port, registry=registry
             )
         except OSError as err:
             raise SimulatorError(
-                f"cannot start the control API on 127.0.0.1:{args.control_port} "
+                f"cannot start the control API on {args.control_host}:{args.control_port} "
                 f"({err.strerror or err}); pass --control-port 0 or --no-control"
             ) from None
     url = control.url if control is not None else None
