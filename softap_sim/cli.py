@@ -467,8 +467,6 @@ async def _run(args: argparse.Namespace) -> int:
             raise StateError(problem)  # before the cloud database gets the blame
     cloud: Any = None
     if args.cloud is not None:
-        if args.no_cloud:
-            raise ConfigError("--cloud and --no-cloud exclude each other")
         from softap_sim import cloud_remote
 
         cloud = await cloud_remote.from_args(args)

@@ -214,6 +214,8 @@ def add_options(group: argparse._ArgumentGroup) -> None:
 
 async def from_args(args: argparse.Namespace) -> RemoteCloud:
     """The :class:`RemoteCloud` the ``--cloud`` options name (one-line errors)."""
+    if getattr(args, "no_cloud", False):
+        raise ConfigError("--cloud and --no-cloud exclude each other")
     key_pem = None
     if args.cloud_server_key is not None:
         try:

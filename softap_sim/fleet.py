@@ -1427,8 +1427,6 @@ async def _fleet(args: argparse.Namespace) -> int:
             ) from None
     cloud: Any = None
     if args.cloud is not None:
-        if args.no_cloud:
-            raise ConfigError("--cloud and --no-cloud exclude each other")
         from softap_sim import cloud_remote
 
         cloud = await cloud_remote.from_args(args)

@@ -11,7 +11,6 @@ device comes back online.
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -25,29 +24,19 @@ from firmware_model.led import LED_JOINING, LED_LISTENING
 from softap_sim import DeviceEmulator, SimConfig
 from softap_sim.cloud.service import CloudService
 from tests.test_cloud_link_device import HOME, join
+from tests.test_device_server import Events as DeviceServerEvents
 
 WAIT_S = 10.0
 
 
-class Events:
-    """A cloud subscriber that lets the test wait for one event (no polling)."""
-
-    def __init__(self) -> None:
-        self.items: list[dict[str, Any]] = []
-        self._changed = asyncio.Event()
-
-    def __call__(self, event: dict[str, Any]) -> None:
-        self.items.append(event)
-        self._changed.set()
+class Events(DeviceServerEvents):
+    """The device server tests' recorder, plus the ``spark/status`` sequence."""
 
     def statuses(self) -> list[str]:
-        return [e["data"] for e in self.items if e["name"] == "spark/status"]
+        return [e["data"] for e in self.named("spark/status")]
 
     async def wait_status(self, data: str, count: int) -> None:
-        async with asyncio.timeout(WAIT_S):
-            while self.statuses().count(data) < count:
-                self._changed.clear()
-                await self._changed.wait()
+        await self.wait("spark/status", data, count=count)
 
 
 @dataclass
