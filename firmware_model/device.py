@@ -34,6 +34,7 @@ from firmware_model.events import (
     DctChanged,
     Effect,
     Event,
+    EventReceived,
     JoinFinished,
     JoinOutcome,
     SoftApShutdown,
@@ -226,16 +227,21 @@ class Device:
             return None
         return self.dct.claim_code
 
-    def receive_cloud_event(self, name: str) -> list[Effect]:
-        """An event from the cloud (the device subscribes to ``spark``/``particle``).
+    def receive_cloud_event(self, name: str, data: str = "") -> list[Effect]:
+        """An event from the cloud (the system subscribes to ``spark``/``particle``, the
+        application to its own prefixes).
 
         Any name starting with ``spark/device/claim/`` clears the claim code and sets
-        claimed (``HAL_Set_Claim_Code(NULL)``, softap-protocol.md §6).
+        claimed (``HAL_Set_Claim_Code(NULL)``, softap-protocol.md §6). An event matching
+        an application subscription reaches its handler (:class:`EventReceived`).
         """
+        effects: list[Effect] = []
         if name.startswith("spark/device/claim/"):
             self.dct.mark_claimed()
-            return [DctChanged()]
-        return []
+            effects.append(DctChanged())
+        if self.app.subscribed(name):
+            effects.append(EventReceived(name, data))
+        return effects
 
     @property
     def saves_lost(self) -> bool:

@@ -179,6 +179,14 @@ class AccessPointDown(Effect):
 
 
 @dataclass(frozen=True, slots=True)
+class EventReceived(Effect):
+    """An event the application subscribed to arrived (its handler runs; the host logs it)."""
+
+    name: str
+    data: str
+
+
+@dataclass(frozen=True, slots=True)
 class StateChanged(Effect):
     old: str
     new: str

@@ -61,6 +61,7 @@ class DeviceCloudClient:
         on_down: Callable[[str], None],
         apply: Callable[[list[Effect]], None],
         call_later: Callable[[float, Callable[[], None]], object],
+        on_event: Callable[[str, str, str, bool], None] | None = None,
     ) -> None:
         self.device = device
         self.host = host
@@ -70,6 +71,8 @@ class DeviceCloudClient:
         self._on_down = on_down
         self._apply = apply
         self._call_later = call_later
+        #: (direction "out"/"in", name, data, private) of every event sent or received
+        self._on_event = on_event
         self._writer: asyncio.StreamWriter | None = None
         self._channel: Channel | None = None
         self._mid = 0
@@ -101,21 +104,18 @@ class DeviceCloudClient:
             options.append((Option.MAX_AGE, ttl.to_bytes((ttl.bit_length() + 7) // 8 or 1, "big")))
         self._send(CoapMessage(CoapType.CON, Code.POST, self._next_mid(), b"", options, data))
         self.events_sent.append(name)
+        if self._on_event is not None:
+            self._on_event("out", name, data.decode("utf-8", "replace"), private)
 
-    def _subscribe(self, prefix: str) -> None:
-        self._send(
-            CoapMessage(
-                CoapType.CON,
-                Code.GET,
-                self._next_mid(),
-                b"",
-                [
-                    (Option.URI_PATH, b"e"),
-                    (Option.URI_PATH, prefix.encode()),
-                    (Option.URI_QUERY, b"u"),
-                ],
-            )
-        )
+    def _subscribe(self, prefix: str, *, mine: bool = True) -> None:
+        """GET ``e`` ‖ prefix; ``?u`` = MY_DEVICES (cloud-api.md §8.4)."""
+        options: list[tuple[int, bytes]] = [
+            (Option.URI_PATH, b"e"),
+            (Option.URI_PATH, prefix.encode()),
+        ]
+        if mine:
+            options.append((Option.URI_QUERY, b"u"))
+        self._send(CoapMessage(CoapType.CON, Code.GET, self._next_mid(), b"", options))
 
     # -- the session ----------------------------------------------------------------
     async def run(self) -> None:
@@ -189,6 +189,8 @@ class DeviceCloudClient:
             self.publish(name, data)
         self._subscribe("spark")
         self._subscribe("particle")
+        for sub in self.device.app.subscriptions:  # Particle.subscribe() in setup()
+            self._subscribe(sub.prefix, mine=sub.scope == "my_devices")
         self._send(
             CoapMessage(
                 CoapType.CON,
@@ -214,7 +216,11 @@ class DeviceCloudClient:
         if msg.code == Code.POST and head in (b"E", b"e") and len(path) >= 2:
             if msg.type is CoapType.CON:
                 self._ack(msg)
-            self._apply(self.device.receive_cloud_event(path[1].decode("utf-8", "replace")))
+            name = path[1].decode("utf-8", "replace")
+            data = msg.payload.decode("utf-8", "replace")
+            if self._on_event is not None:
+                self._on_event("in", name, data, head == b"E")
+            self._apply(self.device.receive_cloud_event(name, data))
         elif msg.code == Code.GET and head == b"d":
             self._ack(msg, Code.CONTENT, self.device.app.describe())
         elif msg.code == Code.POST and head == b"f" and len(path) >= 2:

@@ -12,6 +12,7 @@ from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
 from firmware_model import DeviceState, Fault, GateMode, RadioEnvironment
+from firmware_model.app import check_event_name, event_spec
 from firmware_model.events import (
     ListenRequested,
     PowerCycle,
@@ -108,6 +109,13 @@ class Control:
             "app": {
                 "functions": sorted(dev.app.functions),
                 "variables": {n: v.type for n, v in sorted(dev.app.variables.items())},
+                "events": {
+                    n: {"period_s": e.period_s, "private": e.private, "ttl": e.ttl}
+                    for n, e in sorted(dev.app.events.items())
+                },
+                "subscriptions": [
+                    {"prefix": sub.prefix, "scope": sub.scope} for sub in dev.app.subscriptions
+                ],
             },
             "join_attempts": life.join_attempts,
             "timing": dev.timing.to_json(),
@@ -229,6 +237,27 @@ class Control:
         device.factory_reset()
         emu.fire(PowerOn())
         return self.snapshot()
+
+    def events(self) -> list[dict[str, Any]]:
+        """The last events published and received (claim codes masked)."""
+        return list(self._emu.events)
+
+    def publish(self, spec: Mapping[str, Any]) -> dict[str, Any]:
+        """Publish now: one of the app's ``[app.events]`` by name (its data, privacy and
+        ttl unless given), or any event. Needs the cloud session (else LifecycleError)."""
+        try:
+            name = check_event_name(spec.get("name"))
+            known = self._emu.device.app.events.get(name)
+            fields = {k: v for k, v in spec.items() if k != "name"}
+            if "period_s" in fields:
+                raise ValueError("'period_s' belongs in the scenario; publish sends one event")
+            if known is not None:
+                fields = {"data": known.data, "private": known.private, "ttl": known.ttl, **fields}
+            event = event_spec(name, fields)
+        except ValueError as err:
+            raise ControlError(str(err)) from None
+        self._emu.publish_event(event.name, event.data, private=event.private, ttl=event.ttl)
+        return {"name": event.name, "data": event.data, "private": event.private, "ttl": event.ttl}
 
     def add_fault(self, spec: Mapping[str, Any]) -> dict[str, Any]:
         try:

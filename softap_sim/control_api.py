@@ -23,6 +23,8 @@ application/json``; an empty body counts as ``{}``)::
     DELETE /v1/faults                 -> snapshot
     GET    /v1/transcript?since=N     the transcript records after sequence number N
     POST   /v1/reset       {}  factory state, into listening   -> snapshot
+    GET    /v1/events                 the last events published and received
+    POST   /v1/events      {"name": "heartbeat", "data": "ok"} publish now -> the event, 201
     GET    /v1/health                 200 {"status": "ok", ...}; 503 once an emulator failed
     GET    /v1/openapi.json           this API as OpenAPI 3.1 (softap_sim.control_openapi)
     GET    /v1/devices                every device of the registry (softap_sim.registry)
@@ -340,6 +342,19 @@ async def get_openapi(request: web.Request) -> web.Response:
     return _reply(request, openapi_document(DEVICE_ROUTES, API_ROUTES))
 
 
+async def get_events(request: web.Request) -> web.Response:
+    return _reply(request, _control(request).events())
+
+
+async def post_event(request: web.Request) -> web.Response:
+    body = await _body(request, {"name", "data", "private", "ttl"})
+    try:
+        published = _control(request).publish(body)
+    except LifecycleError as err:
+        raise ApiError(409, "not_connected", str(err)) from None
+    return _reply(request, published, status=201)
+
+
 async def post_wifi_lost(request: web.Request) -> web.Response:
     await _body(request, ())
     _control(request).wifi_lost()
@@ -455,6 +470,8 @@ DEVICE_ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("DELETE", "/faults", delete_faults),
     ("DELETE", "/faults/{id" + _ID_PATTERN + "}", delete_fault),
     ("GET", "/transcript", get_transcript),
+    ("GET", "/events", get_events),
+    ("POST", "/events", post_event),
 )
 #: routes about the API itself and its device list
 API_ROUTES: tuple[tuple[str, str, Handler], ...] = (

@@ -120,6 +120,29 @@ DEVICE_DOCS: dict[tuple[str, str], Doc] = {
     ),
     ("DELETE", "/faults"): Doc("Remove every fault", errors=()),
     ("DELETE", "/faults/{id}"): Doc("Remove one fault", errors=(404,)),
+    ("GET", "/events"): Doc(
+        "The last events the device published and received over the cloud link "
+        "(claim codes masked; 'handled': an app subscription matched)",
+        reply="an array of events",
+        errors=(),
+    ),
+    ("POST", "/events"): Doc(
+        "Publish an event now: one of the scenario's [app.events] by name (its data, "
+        "private and ttl unless given) or any name; 409 unless connected to the cloud",
+        {
+            **_obj(
+                name={"type": "string", "maxLength": 63},
+                data={"type": "string"},
+                private={"type": "boolean", "default": True},
+                ttl={"type": "integer", "minimum": 0, "default": 60},
+            ),
+            "required": ["name"],
+        },
+        {"name": "heartbeat", "data": "ok"},
+        reply="the event published",
+        status=201,
+        errors=(400, 409),
+    ),
     ("GET", "/transcript"): Doc(
         "Transcript records after sequence number 'since' (claim codes masked)",
         reply="an array of records",

@@ -11,6 +11,7 @@ The same ports are reused every time the AP comes back.
 from __future__ import annotations
 
 import asyncio
+import collections
 import functools
 import logging
 import random
@@ -40,6 +41,7 @@ from firmware_model import (
     StartTimer,
     StateChanged,
 )
+from firmware_model.app import EventSpec
 from firmware_model.eras import ERAS
 from firmware_model.events import (
     CloudFinished,
@@ -58,11 +60,14 @@ from softap_sim.listeners import DeviceListener, PortListener, SharedPorts
 from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.state import StateStore
-from softap_sim.transcript import Transcript
+from softap_sim.transcript import CLAIM_CODE_EVENT, Transcript
 from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer
 
 log = logging.getLogger(__name__)
+
+#: events kept for ``emu.events`` / ``GET /v1/events``
+EVENT_LOG = 200
 
 
 class DeviceEmulator:
@@ -97,6 +102,11 @@ class DeviceEmulator:
         self._before_power_on = before_power_on
         self._cloud_client: DeviceCloudClient | None = None
         self._cloud_task: asyncio.Task[None] | None = None
+        self._event_timers: dict[str, TimerHandle] = {}
+        #: the last events sent and received over the cloud link (claim codes masked)
+        self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENT_LOG)
+        #: callbacks for every event record (the dashboard's live stream uses this)
+        self.on_event: list[Callable[[dict[str, Any]], None]] = []
         self._cloud_session = 0
         self.host = host
         self._clock = clock
@@ -330,6 +340,7 @@ class DeviceEmulator:
         def up() -> None:
             if session == self._cloud_session and self.device.state is DeviceState.CLOUD_CONNECTING:
                 self.fire(CloudFinished(True))
+                self._start_periodic_events(session)
 
         def down(reason: str) -> None:
             if session != self._cloud_session or not self._started:
@@ -350,9 +361,69 @@ class DeviceEmulator:
             on_down=down,
             apply=self._apply,
             call_later=lambda delay, fn: scheduler.call_later(delay, fn),
+            on_event=self._cloud_event,
         )
         self._cloud_client = client
         self._cloud_task = self._spawn(client.run())
+
+    # -- events over the cloud link ------------------------------------------------
+    def _cloud_event(self, direction: str, name: str, data: str, private: bool) -> None:
+        """Every event sent or received: the event log, the transcript, the callbacks."""
+        if name == CLAIM_CODE_EVENT:
+            data = "*" * len(data)  # never kept or shown
+        record = {
+            "t": round(self._elapsed(), 6),
+            "direction": direction,
+            "name": name,
+            "data": data,
+            "private": private,
+        }
+        if direction == "in":
+            record["handled"] = self.device.app.subscribed(name)
+        self.events.append(record)
+        if self.transcript is not None and self.transcript.enabled:
+            self.transcript.event(
+                t=self._elapsed() + self._t0,
+                direction=direction,
+                name=name,
+                data=data,
+                private=private,
+            )
+        log.info("event %s %s", "published" if direction == "out" else "received", name)
+        for callback in list(self.on_event):
+            try:
+                callback(record)
+            except Exception as err:
+                self._record_error(err)
+
+    def publish_event(
+        self, name: str, data: str = "", *, private: bool = True, ttl: int = 60
+    ) -> None:
+        """``Particle.publish`` now; :class:`LifecycleError` unless the session is up."""
+        client = self._cloud_client
+        if client is None or not client.up:
+            raise LifecycleError(
+                f"the device is not connected to the cloud (state {self.device.state.value}): "
+                "it publishes once online"
+            )
+        client.publish(name, data.encode("utf-8"), private=private, ttl=ttl)
+
+    def _start_periodic_events(self, session: int) -> None:
+        assert self.scheduler is not None
+        scheduler = self.scheduler
+        for spec in self.device.app.events.values():
+            if spec.period_s <= 0:
+                continue
+
+            def tick(spec: EventSpec = spec) -> None:
+                if session != self._cloud_session or self._cloud_client is None:
+                    return  # the session ended: its timers stop
+                self._cloud_client.publish(
+                    spec.name, spec.data.encode("utf-8"), private=spec.private, ttl=spec.ttl
+                )
+                self._event_timers[spec.name] = scheduler.call_later(spec.period_s, tick)
+
+            tick()  # Particle.publish in loop(): the first right after connecting
 
     def _disconnect_cloud(self) -> None:
         """End the session now: the cloud sees the connection close (offline at once).
@@ -362,6 +433,9 @@ class DeviceEmulator:
         """
         client, self._cloud_client = self._cloud_client, None
         task, self._cloud_task = self._cloud_task, None
+        for handle in self._event_timers.values():
+            handle.cancel()
+        self._event_timers.clear()
         if client is not None:
             self._cloud_session += 1  # its callbacks are stale from now on
             client.close()

@@ -350,9 +350,25 @@ class Transcript:
         self.seq += 1
         self._add(("s", self.seq, t, old, new, cause, led, detail))
 
+    def event(self, *, t: float, direction: str, name: str, data: str, private: bool) -> None:
+        """An event over the cloud link: ``out`` (published) or ``in`` (from the cloud).
+
+        The claim code the device publishes (``spark/device/claim/code``) is masked.
+        """
+        if not self.enabled:
+            return
+        self.seq += 1
+        if name == CLAIM_CODE_EVENT:
+            data = "*" * len(data)
+        self._add(("e", self.seq, t, direction, name, data, private))
+
     def since(self, seq: int = 0) -> list[dict[str, Any]]:
         """Records after ``seq`` as fresh dicts (callers cannot change the transcript)."""
         return [_materialise(r, self.t0) for r in self._ring if r[1] > seq]
+
+
+#: the event that carries the claim code to the cloud (masked in every record)
+CLAIM_CODE_EVENT = "spark/device/claim/code"
 
 
 def _open_private(path: Path) -> IO[str]:
@@ -411,6 +427,17 @@ def _materialise(r: tuple[Any, ...], t0: float) -> dict[str, Any]:
             "delivery": delivery,
             "state_before": _name(before),
             "state_after": _name(after),
+        }
+    if r[0] == "e":
+        _, seq, t, direction, name, data, private = r
+        return {
+            "type": "event",
+            "seq": seq,
+            "t": round(t - t0, 6),
+            "direction": direction,
+            "name": name,
+            "data": data,
+            "private": private,
         }
     _, seq, t, old, new, cause, led, detail = r
     return {

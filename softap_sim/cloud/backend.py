@@ -155,7 +155,6 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         self._client_generation += 1
         self._clients.pop(client_id.lower(), None)
 
-
     # -- device owners -----------------------------------------------------------------
     def _remember_owners(self, row: dict[str, Any] | None, generation: int) -> None:
         """Cache a device's owners from a row read by a job that started at ``generation``."""

@@ -10,6 +10,7 @@ public key are in the registry complete the handshake.
 from __future__ import annotations
 
 import asyncio
+import collections
 import concurrent.futures
 import contextlib
 import logging
@@ -67,6 +68,10 @@ class DeviceServer:
         self.random_bytes = random_bytes
         self._server: asyncio.Server | None = None
         self._sessions: dict[str, Session] = {}  # device id → its one online session
+        #: sessions with an application subscription: the only ones events are routed to
+        self.app_subscribers: set[Session] = set()
+        self._route_queue: collections.deque[dict[str, Any]] = collections.deque()
+        self._routing: asyncio.Task[None] | None = None
         self._connections: set[Session] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -85,10 +90,51 @@ class DeviceServer:
             self._on_connection, self.host, self.port, backlog=1024
         )
         self.port = int(self._server.sockets[0].getsockname()[1])
+        self.backend.subscribers.add(self.route_event)
         log.info("device server: listening on %s:%d", self.host, self.port)
+
+    def route_event(self, event: dict[str, Any]) -> None:
+        """A published event (REST or device) to every online device subscribed to it."""
+        if not self.app_subscribers or str(event.get("name", "")).startswith(
+            ("spark/", "particle/")
+        ):
+            return  # the common case (status and claim events of a fleet): no walk at all
+        name = str(event.get("name", ""))
+        if not any(session.subscribes_to(name) for session in self.app_subscribers):
+            return
+        if self._routing is None or self._routing.done():
+            self._routing = asyncio.get_running_loop().create_task(self._route_queued())
+        self._route_queue.append(event)
+
+    async def _route_queued(self) -> None:
+        """Deliver queued events in publish order; owners come from the backend's cache
+        (a claim by id or a transfer changes who "my devices" are mid-session)."""
+        while self._route_queue:
+            event = self._route_queue.popleft()
+            name = str(event.get("name", ""))
+            for session in list(self.app_subscribers):
+                if not session.online or session.device_id is None:
+                    continue
+                if not session.subscribes_to(name):
+                    continue
+                try:
+                    row = await self.backend.device_owners(session.device_id)
+                except Exception as err:  # the database is closing: no routing then
+                    log.debug("device server: cannot route %s: %s", name, err)
+                    continue
+                if row is not None and session.wants_event(event, row):
+                    session.send_event(
+                        name, event.get("data"), private=bool(event.get("private", True))
+                    )
 
     async def close(self) -> None:
         """Stop listening, end every session (each records itself offline), wait for them."""
+        self.backend.subscribers.discard(self.route_event)
+        self._route_queue.clear()
+        if self._routing is not None:
+            self._routing.cancel()
+            await asyncio.gather(self._routing, return_exceptions=True)
+            self._routing = None
         server, self._server = self._server, None
         if server is not None:
             server.close()
@@ -131,6 +177,7 @@ class DeviceServer:
             await session.run()
         finally:
             self._connections.discard(session)
+            self.app_subscribers.discard(session)
             self._tasks.discard(task)
 
     async def _take_over(self, device_id: str, session: Session) -> None:
@@ -149,6 +196,7 @@ class DeviceServer:
     def _release(self, device_id: str, session: Session) -> bool:
         """Forget ``session``; False when another session is the device's current one."""
         current = self._sessions.get(device_id)
+        self.app_subscribers.discard(session)
         if current is session:
             del self._sessions[device_id]
         return current is None or current is session

@@ -20,7 +20,7 @@ import asyncio
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Mapping
 from typing import TYPE_CHECKING, Any
 
 from cryptography.hazmat.primitives import serialization
@@ -62,6 +62,10 @@ class _SessionEnd(Exception):
         super().__init__(reason)
         self.reason = reason
         self.warn = warn
+
+
+#: subscriptions kept per device (Device OS allows 4 app handlers; a hostile peer more)
+MAX_SUBSCRIPTIONS = 32
 
 
 class Session(CoapExchange):
@@ -347,11 +351,45 @@ class Session(CoapExchange):
         elif code != Code.EMPTY:
             self._send(CoapMessage(CoapType.NON, code, self._new_mid(), msg.token, payload=payload))
 
+    def subscribes_to(self, name: str) -> bool:
+        """An application subscription's prefix matches (the cheap first check)."""
+        if name.startswith(("spark/", "particle/")):
+            return False
+        return any(
+            prefix not in ("spark", "particle") and name.startswith(prefix)
+            for prefix, _mine in self.subscriptions
+        )
+
+    def wants_event(self, event: Mapping[str, Any], owners: Mapping[str, Any]) -> bool:
+        """Whether one of the device's subscriptions takes this event (cloud-api.md §8.4).
+
+        ``owners``: this device's row (``owner_user_id``, ``owner_customer_id``) now.
+        ``MY_DEVICES`` (``?u``): events of devices with the same owner, and the owner's
+        own publishes; otherwise also every public event. System names (``spark/``,
+        ``particle/``) are the cloud's to send, never routed between devices, and a
+        device does not get its own events back.
+        """
+        name = str(event.get("name", ""))
+        if event.get("coreid") == self.device_id:
+            return False
+        user, customer = owners.get("owner_user_id"), owners.get("owner_customer_id")
+        same_owner = (user is not None and event.get("owner_user_id") == user) or (
+            customer is not None and event.get("owner_customer_id") == customer
+        )
+        for prefix, mine in self.subscriptions:
+            if prefix in ("spark", "particle") or not name.startswith(prefix):
+                continue
+            if same_owner or (not mine and not event.get("private", True)):
+                return True
+        return False
+
     def _on_subscribe(self, msg: CoapMessage) -> None:
         prefix = "/".join(p.decode("utf-8", errors="replace") for p in msg.uri_path[1:])
         mine = b"u" in msg.uri_query
-        if (prefix, mine) not in self.subscriptions:
+        if (prefix, mine) not in self.subscriptions and len(self.subscriptions) < MAX_SUBSCRIPTIONS:
             self.subscriptions.append((prefix, mine))
+            if prefix not in ("spark", "particle"):
+                self.server.app_subscribers.add(self)  # events are routed to it
         self._reply(msg, Code.EMPTY)
 
     async def _on_event(self, msg: CoapMessage, *, private: bool) -> None:

@@ -118,9 +118,7 @@ def can_see(
     return product_id is not None and product_id in admin_products
 
 
-def row_visible(
-    principal: Principal, admin_products: frozenset[int], row: Row
-) -> bool:
+def row_visible(principal: Principal, admin_products: frozenset[int], row: Row) -> bool:
     """:func:`can_see` for a device row."""
     return can_see(
         principal,

@@ -15,6 +15,7 @@ from softap_sim.cloud.handlers import (
     events,
     oauth,
     provisioning,
+    publish,
     tokens,
 )
 from softap_sim.cloud.handlers.common import Handler
@@ -44,6 +45,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("POST", "/v1/products/{product}/device_claims", devices.post_device_claims),
     ("GET", "/v1/devices", devices.get_devices),
     ("POST", "/v1/devices", devices.post_devices),
+    ("POST", "/v1/devices/events", publish.post_event),
     ("GET", "/v1/devices/events", events.get_events),
     ("GET", "/v1/devices/events/{prefix:.+}", events.get_events),
     ("GET", "/v1/events/{prefix:.+}", events.get_public_events),

@@ -148,8 +148,7 @@ def customer_summaries(conn: sqlite3.Connection, product_id: int) -> list[dict[s
     """Each customer of the product: ``{id, email, shadow, devices: [ids]}``."""
     owned: dict[str, list[str]] = {}
     for dev in conn.execute(
-        "SELECT id, owner_customer_id FROM devices WHERE owner_customer_id IS NOT NULL "
-        "ORDER BY id"
+        "SELECT id, owner_customer_id FROM devices WHERE owner_customer_id IS NOT NULL ORDER BY id"
     ):
         owned.setdefault(dev["owner_customer_id"], []).append(dev["id"])
     return [

@@ -1,0 +1,207 @@
+"""Events both ways over the real device protocol (issue 13 part 3).
+
+The scenario's ``[app.events]`` are published (periodically, or on demand through the
+control API) and reach the cloud's SSE streams; ``[[app.subscriptions]]`` make the device
+subscribe, and an event published through ``POST /v1/devices/events`` (or by another
+device of the same owner) reaches it: the control API's event log and the transcript
+show it. Claim codes never appear in either.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import pytest
+import pytest_asyncio
+
+from firmware_model import DeviceKey, DeviceState, ManualClock, RadioEnvironment
+from firmware_model.app import UserApp, default_app
+from softap_sim import DeviceEmulator, SimConfig
+from softap_sim.cloud.service import CloudService
+from softap_sim.control import ControlError
+from softap_sim.errors import LifecycleError
+from tests.test_cloud_link_device import HOME, join
+from tests.test_cloud_session_end import Events
+
+WAIT_S = 10.0
+
+
+def app_with_events() -> UserApp:
+    app = UserApp.from_mapping(
+        {
+            "events": {
+                "heartbeat": {"data": "beat", "period_s": 30},
+                "doorbell": {"data": "ring", "private": False, "ttl": 120},
+            },
+            "subscriptions": [{"prefix": "lights"}, {"prefix": "weather", "scope": "all_devices"}],
+        }
+    )
+    base = default_app()
+    base.events, base.subscriptions = app.events, app.subscriptions
+    return base
+
+
+@dataclass
+class World:
+    service: CloudService
+    emu: DeviceEmulator
+    events: Events
+    http: aiohttp.ClientSession
+    token: str
+    device_id: str
+
+    async def rest(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        assert self.service.server is not None
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.http.request(
+            method, self.service.server.url + path, headers=headers, **kw
+        ) as resp:
+            return resp.status, await resp.json()
+
+    async def wait_event(self, name: str, direction: str) -> dict[str, Any]:
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                for record in self.emu.events:
+                    if record["name"] == name and record["direction"] == direction:
+                        return record
+                await self.emu.settle()
+                await asyncio.sleep(0)  # let the link's reader task run (not a timed wait)
+
+
+@pytest_asyncio.fixture
+async def world(device_key: DeviceKey) -> AsyncIterator[World]:
+    service = CloudService(None)
+    await service.open()
+    await service.serve("127.0.0.1", 0)
+    server = await service.serve_devices("127.0.0.1", 0)
+    events = Events()
+    service.backend.subscribers.add(events)
+    creds = service.created_credentials
+    assert creds is not None
+
+    async def register(e: DeviceEmulator) -> None:
+        await service.register_device(
+            e.device.dct.identity.device_id_hex, e.device.key.public_key_pem.decode()
+        )
+
+    config = SimConfig(
+        radio=RadioEnvironment.from_list([HOME]),
+        key=device_key,
+        cloud_endpoint=("127.0.0.1", server.port),
+        server_public_key_pem=service.server_public_key_pem,
+        app=app_with_events(),
+    )
+    try:
+        async with (
+            aiohttp.ClientSession() as http,
+            DeviceEmulator(config, clock=ManualClock(), before_power_on=register) as emu,
+        ):
+            assert service.server is not None
+            async with http.post(
+                service.server.url + "/oauth/token",
+                data={
+                    "grant_type": "password",
+                    "username": creds["user"]["email"],
+                    "password": creds["user"]["password"],
+                },
+                headers={"Authorization": aiohttp.encode_basic_auth("particle", "particle")},
+            ) as resp:
+                token = (await resp.json())["access_token"]
+            device_id = emu.device.dct.identity.device_id_hex.lower()
+            w = World(service, emu, events, http, token, device_id)
+            with pytest.raises(LifecycleError, match="not connected"):
+                emu.control.publish({"name": "doorbell"})
+            await join(emu)
+            await emu.wait_for_state(DeviceState.ONLINE)
+            await server.wait_ready(device_id)
+            status, body = await w.rest("POST", "/v1/devices", json={"id": device_id})
+            assert status == 200, body
+            yield w
+            emu.check()
+    finally:
+        await service.close()
+
+
+@pytest.mark.asyncio
+async def test_periodic_and_on_demand_publishes_reach_the_cloud(world: World) -> None:
+    w = world
+    first = await w.events.wait("heartbeat", "beat")  # right after connecting
+    assert first["coreid"] == w.device_id
+    await w.emu.advance(30.0)
+    await w.events.wait("heartbeat", "beat", count=2)
+    published = w.emu.control.publish({"name": "doorbell"})
+    assert published == {"name": "doorbell", "data": "ring", "private": False, "ttl": 120}
+    bell = await w.events.wait("doorbell", "ring")
+    assert bell["private"] is False
+    assert bell["ttl"] == 120
+    w.emu.control.publish({"name": "custom/thing", "data": "x" * 622})
+    await w.events.wait("custom/thing")
+    with pytest.raises(ControlError, match="622"):
+        w.emu.control.publish({"name": "big", "data": "x" * 623})
+    with pytest.raises(ControlError, match="1-63"):
+        w.emu.control.publish({"name": "n" * 64})
+    names = [r["name"] for r in w.emu.control.events() if r["direction"] == "out"]
+    assert names.count("heartbeat") == 2
+    # the claim code event is in the log and the transcript, masked
+    records = [r for r in w.emu.control.transcript() if r["type"] == "event"]
+    assert any(r["name"] == "doorbell" and r["direction"] == "out" for r in records)
+    w.emu.check()
+
+
+@pytest.mark.asyncio
+async def test_rest_publish_reaches_a_subscribed_device(world: World) -> None:
+    w = world
+    status, body = await w.rest(
+        "POST", "/v1/devices/events", data={"name": "lights/kitchen", "data": "on"}
+    )
+    assert (status, body) == (200, {"ok": True})
+    record = await w.wait_event("lights/kitchen", "in")
+    assert record["data"] == "on"
+    assert record["handled"] is True
+    assert record["private"] is True
+    transcript = [r for r in w.emu.control.transcript() if r["type"] == "event"]
+    assert any(r["name"] == "lights/kitchen" and r["direction"] == "in" for r in transcript)
+    # the SSE side saw the API's own event too, from coreid "api"
+    api = await w.events.wait("lights/kitchen")
+    assert api["coreid"] == "api"
+    # not subscribed: not sent to the device at all
+    await w.rest("POST", "/v1/devices/events", data={"name": "garage", "data": "open"})
+    await w.rest("POST", "/v1/devices/events", data={"name": "lights/hall", "data": "1"})
+    await w.wait_event("lights/hall", "in")  # sent after "garage": order proves its absence
+    assert not any(r["name"] == "garage" for r in w.emu.events)
+
+
+@pytest.mark.asyncio
+async def test_rest_publish_validates(world: World) -> None:
+    w = world
+    for data, message in (
+        ({}, "name"),
+        ({"name": "x" * 64}, "longer than 63"),
+        ({"name": "a\u0000b"}, "printable"),
+        ({"name": "ok", "data": "\u00e9" * 400}, "622 bytes"),
+        ({"name": "ok", "private": "maybe"}, "private"),
+        ({"name": "ok", "ttl": "-1"}, "ttl"),
+        ({"name": "ok", "ttl": "99999999999999999999999"}, "ttl"),
+    ):
+        status, body = await w.rest("POST", "/v1/devices/events", data=data)
+        assert status == 400, (data, body)
+        assert message in body["error_description"], (data, body)
+
+
+@pytest.mark.asyncio
+async def test_scenario_events_parse_and_reject() -> None:
+    with pytest.raises(ValueError, match="period_s"):
+        UserApp.from_mapping({"events": {"x": {"period_s": 0.5}}})
+    with pytest.raises(ValueError, match="scope"):
+        UserApp.from_mapping({"subscriptions": [{"prefix": "a", "scope": "everyone"}]})
+    with pytest.raises(ValueError, match="unknown key"):
+        UserApp.from_mapping({"events": {"x": {"colour": "red"}}})
+    app = UserApp.from_mapping({"subscriptions": [{"prefix": "lights"}]})
+    assert app.subscribed("lights/on")
+    assert not app.subscribed("light")
+    assert json.loads(app.describe()) == {"f": [], "v": {}}
