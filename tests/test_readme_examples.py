@@ -42,7 +42,7 @@ import aiohttp
 import pytest
 
 from firmware_model import DeviceState, Fault, FaultKind
-from firmware_model.app import FunctionSpec, UserApp, VariableSpec
+from firmware_model.app import EventSpec, FunctionSpec, Subscription, UserApp, VariableSpec
 from firmware_model.eras import FirmwareEra
 from firmware_model.identity import MAX_SSID_PREFIX_LEN
 from firmware_model.memory import (
@@ -565,7 +565,9 @@ def scenario_keys() -> set[str]:
     keys |= {f"radio.{k}" for k in scenario.RADIO_KEYS}
     keys |= {f"app.functions.NAME.{f.name}" for f in dataclasses.fields(FunctionSpec)}
     keys |= {f"app.variables.NAME.{f.name}" for f in dataclasses.fields(VariableSpec)}
-    keys -= {"app.functions.NAME.name", "app.variables.NAME.name"}
+    keys |= {f"app.events.NAME.{f.name}" for f in dataclasses.fields(EventSpec)}
+    keys |= {f"app.subscriptions[].{f.name}" for f in dataclasses.fields(Subscription)}
+    keys -= {"app.functions.NAME.name", "app.variables.NAME.name", "app.events.NAME.name"}
     return keys | {"fault"}
 
 
@@ -1027,3 +1029,13 @@ def test_the_paths_the_readme_names_exist() -> None:
     assert len(named) >= 10
     missing = sorted({p for p in named if not (ROOT / p).exists()})
     assert not missing, f"README names files that do not exist: {missing}"
+
+
+def test_the_events_example_loads() -> None:
+    import tomllib
+
+    [block] = [b for b in fences(readme(), "toml") if "[app.events." in b]
+    app = UserApp.from_mapping(tomllib.loads(block)["app"])
+    assert app.events["heartbeat"].period_s == 30
+    assert app.events["doorbell"].private is False
+    assert app.subscribed("lights/kitchen")
