@@ -15,6 +15,7 @@ import re
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -278,10 +279,19 @@ async def test_bootstrap_seeds_once_and_returns_plain_credentials_once() -> None
         assert seed["developer_clients"] == [
             {"id": "particle-api", "secret": "particle-api"},
             {"id": "particle", "secret": "particle"},
+            # particle-cli's login and token-create clients (issue 13)
+            {"id": "CLI2", "secret": "client_secret_here"},
+            {"id": "user", "secret": "client_secret_here"},
         ]
         assert await db.run(lambda c: models.seed.bootstrap(c, T0 + 1)) is None
         clients = await db.run(lambda c: models.clients.list_clients(c))
-        assert {c["id"] for c in clients} == {"particle-api", "particle", seed["client"]["id"]}
+        assert {c["id"] for c in clients} == {
+            "particle-api",
+            "particle",
+            "CLI2",
+            "user",
+            seed["client"]["id"],
+        }
         two_legged = next(c for c in clients if c["product_id"] == 10001)
         assert (two_legged["type"], two_legged["scope"]) == ("installed", "")
         hashes = await db.run(
@@ -2014,3 +2024,27 @@ def test_every_cloud_error_is_the_oauth_shape() -> None:
     for exc in (InvalidRequest("a"), InvalidScope("b"), NotFound("c")):
         assert isinstance(exc, CloudError)
         assert set(exc.body()) == {"error", "error_description"}
+
+
+@pytest.mark.asyncio
+async def test_an_older_database_gets_the_cli_clients(tmp_path: Path) -> None:
+    """A cloud.sqlite3 seeded before particle-cli support gains CLI2 and user on open."""
+    from softap_sim.cloud.service import CloudService
+
+    service = CloudService(tmp_path)
+    await service.open()
+    await service.db.run(lambda c: c.execute("DELETE FROM clients WHERE id IN ('CLI2', 'user')"))
+    await service.close()
+    service = CloudService(tmp_path)
+    await service.open()
+    try:
+        assert service.created_credentials is None  # nothing else is seeded again
+        for client_id in ("CLI2", "user"):
+            found = await service.db.run(
+                lambda c, i=client_id: models.clients.authenticate_client(
+                    c, i, "client_secret_here"
+                )
+            )
+            assert found
+    finally:
+        await service.close()

@@ -89,6 +89,7 @@ BODY_FIELDS: dict[tuple[str, str], tuple[str, ...]] = {
     ("POST", "/v1/devices"): ("id", "request_transfer"),
     ("POST", "/v1/provisioning/{device}"): ("publicKey", "deviceID"),
     ("POST", "/v1/devices/events"): ("name", "data", "private", "ttl"),
+    ("PUT", "/v1/devices/{device}"): ("name", "signal"),
     ("POST", "/v1/devices/{device}/{name}"): ("arg", "args", "format"),
     ("POST", "/v1/products/{product}/devices/{device}/{name}"): ("arg", "args", "format"),
 }

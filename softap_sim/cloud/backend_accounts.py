@@ -29,6 +29,7 @@ from softap_sim.cloud.errors import (
     InvalidGrant,
     InvalidRequest,
     InvalidScope,
+    InvalidToken,
     NotFound,
 )
 from softap_sim.cloud.models import accounts, clients, customers, seed, tokens
@@ -73,6 +74,16 @@ class AccountVerbs:
         """Seed an empty database; the plain credentials once, else None (``models.seed``)."""
         now = self.now()
         return await self._run(lambda conn: seed.bootstrap(conn, now))
+
+    async def current_user(self, principal: Principal) -> dict[str, Any]:
+        """``GET /v1/user``: the developer behind a user token (403 for other tokens)."""
+        user_id = principal.user_id
+        if principal.kind != "user" or user_id is None:
+            raise Forbidden("The access token was not created for a user")
+        user = await self._run(lambda conn: accounts.get_user(conn, user_id))
+        if user is None:
+            raise InvalidToken()
+        return user
 
     # -- products --------------------------------------------------------------------
     async def product(self, ref: str | int) -> dict[str, Any]:

@@ -266,6 +266,25 @@ class DeviceVerbs:
 
         return await self._run(work)
 
+    async def rename_device(
+        self, principal: Principal, device: str, name: str, product_ref: str | None = None
+    ) -> sqlite3.Row:
+        """``PUT /v1/devices/:id`` with ``name``: only who sees the device renames it."""
+
+        def work(conn: sqlite3.Connection) -> sqlite3.Row:
+            if product_ref is None:
+                row = registry.visible_device(conn, principal, device)
+            else:
+                row = registry.visible_product_device(conn, principal, product_ref, device)
+            conn.execute("UPDATE devices SET name = ? WHERE id = ?", (name, row["id"]))
+            renamed = registry.get_row(conn, row["id"])
+            assert renamed is not None
+            return renamed
+
+        row = await self._run(work)
+        self._forget_owners(row["id"])
+        return row
+
     async def list_product_devices(
         self,
         principal: Principal,

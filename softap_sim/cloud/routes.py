@@ -17,6 +17,7 @@ from softap_sim.cloud.handlers import (
     provisioning,
     publish,
     tokens,
+    user,
 )
 from softap_sim.cloud.handlers.common import Handler
 
@@ -35,6 +36,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/products/{product}/customers", customers.list_customers),
     ("PUT", "/v1/products/{product}/customers/{email}", customers.update_customer),
     ("DELETE", "/v1/products/{product}/customers/{email}", customers.delete_customer),
+    ("GET", "/v1/user", user.get_user),
     ("GET", "/v1/softap-sim/cloud", provisioning.get_cloud_info),
     ("POST", "/v1/provisioning/{device}", provisioning.post_provisioning),
     ("GET", "/v1/access_tokens", tokens.list_tokens),
@@ -53,6 +55,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("GET", "/v1/devices/{device}/events", events.get_device_events),
     ("GET", "/v1/devices/{device}/events/{prefix:.+}", events.get_device_events),
     ("GET", "/v1/devices/{device}", devices.get_device),
+    ("PUT", "/v1/devices/{device}", devices.put_device),
     ("DELETE", "/v1/devices/{device}", devices.delete_device),
     ("GET", "/v1/devices/{device}/{name}", calls.get_variable),
     ("POST", "/v1/devices/{device}/{name}", calls.call_function),

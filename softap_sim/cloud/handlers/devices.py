@@ -5,10 +5,10 @@ from __future__ import annotations
 from aiohttp import web
 
 from softap_sim.cloud import validate
-from softap_sim.cloud.errors import DeviceError, InvalidRequest
+from softap_sim.cloud.errors import DeviceError, DeviceOffline, InvalidRequest
 from softap_sim.cloud.handlers.common import begin, json_response, match
 from softap_sim.cloud.models.devices import DEFAULT_PER_PAGE, MAX_PER_PAGE
-from softap_sim.cloud.views import device_view
+from softap_sim.cloud.views import device_view, iso_time
 
 #: pages beyond this are empty anyway; the bound keeps OFFSET inside SQLite's int64
 MAX_PAGE = 10**9
@@ -54,6 +54,35 @@ async def get_device(request: web.Request) -> web.StreamResponse:
     row, owner = await backend.visible_device(principal, device_ref(request), product_ref(request))
     online = backend.link.is_online(row["id"])
     return json_response(device_view(row, online, detail=True, owner=owner))
+
+
+async def put_device(request: web.Request) -> web.StreamResponse:
+    """Rename (``name``: ``particle device rename``) or signal (``signal=1|0``:
+    ``particle nyan``, the rainbow LED; acknowledged, the emulated LED is unchanged)."""
+    backend, body, principal = await begin(request)
+    if "signal" in body and "name" not in body:
+        signal = body.get("signal", "").strip()
+        if signal not in ("0", "1"):
+            raise InvalidRequest('The "signal" parameter must be 1 or 0')
+        row, _owner = await backend.visible_device(
+            principal, device_ref(request), product_ref(request)
+        )
+        online = backend.link.is_online(row["id"])
+        if not online:
+            raise DeviceOffline()
+        return json_response({"id": row["id"], "connected": True, "signaling": signal == "1"})
+    if "name" not in body:
+        unsupported = sorted(k for k in body if k != "access_token")[:5]
+        raise InvalidRequest(
+            f"Only renaming (name) and signal are emulated; not {unsupported}"
+            if unsupported
+            else 'The "name" parameter is required'
+        )
+    name = validate.name(body.get("name"))
+    row = await backend.rename_device(principal, device_ref(request), name, product_ref(request))
+    return json_response(
+        {"id": row["id"], "name": row["name"], "updated_at": iso_time(backend.now())}
+    )
 
 
 async def delete_device(request: web.Request) -> web.StreamResponse:

@@ -47,6 +47,11 @@ def find_user(conn: sqlite3.Connection, email: str) -> dict[str, Any] | None:
     return None if row is None else _user_dict(row)
 
 
+def get_user(conn: sqlite3.Connection, user_id: str) -> dict[str, Any] | None:
+    row = conn.execute("SELECT * FROM users WHERE id = ?", (user_id,)).fetchone()
+    return None if row is None else _user_dict(row)
+
+
 def _product_dict(row: Any) -> dict[str, Any]:
     return {
         "id": row["id"],
