@@ -1039,3 +1039,21 @@ def test_the_events_example_loads() -> None:
     assert app.events["heartbeat"].period_s == 30
     assert app.events["doorbell"].private is False
     assert app.subscribed("lights/kitchen")
+
+
+def test_the_particle_cli_commands_shown_are_tested() -> None:
+    """Every ``particle …`` line of 'With particle-cli' is run by test_particle_cli.py."""
+    block = next(b for b in fences(readme(), "sh") if "particle config local apiUrl" in b)
+    tested = (Path(__file__).parent / "test_particle_cli.py").read_text()
+    commands = [shlex.split(line, comments=True) for line in shell_lines(block)]
+    assert len(commands) >= 18
+    for words in commands:
+        assert words[0] == "particle"
+        if words[1:3] == ["config", "particle"]:
+            continue  # switching back to the real cloud: not something to test here
+        depth = {"product": 3, "device": 2, "function": 2, "variable": 2, "token": 2}
+        verbs = words[1 : 1 + depth.get(words[1], 1)]
+        if words[1] == "config":
+            verbs = words[1:3]
+        quoted = ", ".join(f'"{v}"' for v in verbs)
+        assert quoted in tested, f"README 'particle {' '.join(words[1:])}' is not tested"
