@@ -139,6 +139,7 @@ ROUTES: Final[tuple[tuple[str, str], ...]] = (
     ("GET", "/v1/softap-sim/cloud"),
     ("POST", "/v1/provisioning/{device}"),
     ("GET", "/v1/user"),
+    ("GET", "/v1/webhooks"),
     ("GET", "/v1/access_tokens"),
     ("GET", "/v1/access_tokens/current"),
     ("DELETE", "/v1/access_tokens/current"),

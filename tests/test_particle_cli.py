@@ -290,10 +290,12 @@ async def test_publish_reaches_the_device_and_subscribe_sees_device_events(cli: 
 
 
 @pytest.mark.asyncio
-async def test_product_device_list(cli: Cli) -> None:
+async def test_product_device_list_and_webhooks(cli: Cli) -> None:
     await cli.login()
     out = await cli.ok("product", "device", "list", "10001")
     assert "Error" not in out
+    assert "Found 0 hooks registered" in await cli.ok("webhook", "list")
+    assert "No devices found." in await cli.ok("usb", "list")
 
 
 @pytest.mark.asyncio
@@ -304,6 +306,9 @@ async def test_product_device_list(cli: Cli) -> None:
         (["keys", "server"], "No devices found"),
         (["serial", "list"], ""),
         (["flash", "DEVICE", "tinker"], ""),
+        (["identify"], ""),
+        (["update"], "No devices found"),
+        (["library", "search", "neopixel"], "404"),
     ],
 )
 async def test_out_of_scope_commands_fail_fast(cli: Cli, args: list[str], message: str) -> None:

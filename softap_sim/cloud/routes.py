@@ -37,6 +37,7 @@ ROUTES: list[tuple[str, str, Handler]] = [
     ("PUT", "/v1/products/{product}/customers/{email}", customers.update_customer),
     ("DELETE", "/v1/products/{product}/customers/{email}", customers.delete_customer),
     ("GET", "/v1/user", user.get_user),
+    ("GET", "/v1/webhooks", user.get_webhooks),
     ("GET", "/v1/softap-sim/cloud", provisioning.get_cloud_info),
     ("POST", "/v1/provisioning/{device}", provisioning.post_provisioning),
     ("GET", "/v1/access_tokens", tokens.list_tokens),

@@ -24,3 +24,10 @@ async def get_user(request: web.Request) -> web.StreamResponse:
             "scim_provisioned": False,
         }
     )
+
+
+async def get_webhooks(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/webhooks``: integrations are not emulated, so there are none (``[]``);
+    creating one is a 404 like any unknown route (``particle webhook list``)."""
+    await begin(request)
+    return json_response([])
