@@ -205,3 +205,49 @@ async def test_scenario_events_parse_and_reject() -> None:
     assert app.subscribed("lights/on")
     assert not app.subscribed("light")
     assert json.loads(app.describe()) == {"f": [], "v": {}}
+
+
+@pytest.mark.asyncio
+async def test_an_event_from_another_device_of_the_owner_reaches_it(world: World) -> None:
+    """Device B (same owner) publishes ``lights/porch``; device A, subscribed, gets it."""
+    from tests.conftest import seeded_key
+
+    w = world
+    assert w.service.device_server is not None
+    other_app = default_app()
+    parsed = UserApp.from_mapping(
+        {"events": {"lights/porch": {"data": "on"}}, "subscriptions": [{"prefix": "lights"}]}
+    )
+    other_app.events, other_app.subscriptions = parsed.events, parsed.subscriptions
+    config = SimConfig(
+        radio=RadioEnvironment.from_list([HOME]),
+        key=seeded_key(7),
+        cloud_endpoint=("127.0.0.1", w.service.device_server.port),
+        server_public_key_pem=w.service.server_public_key_pem,
+        app=other_app,
+    )
+
+    async def register(e: DeviceEmulator) -> None:
+        await w.service.register_device(
+            e.device.dct.identity.device_id_hex, e.device.key.public_key_pem.decode()
+        )
+
+    async with DeviceEmulator(config, clock=ManualClock(), before_power_on=register) as other:
+        await join(other)
+        await other.wait_for_state(DeviceState.ONLINE)
+        other_id = other.device.dct.identity.device_id_hex.lower()
+        await w.service.device_server.wait_ready(other_id)
+        status, body = await w.rest("POST", "/v1/devices", json={"id": other_id})
+        assert status == 200, body
+        other.control.publish({"name": "lights/porch"})
+        record = await w.wait_event("lights/porch", "in")
+        assert (record["data"], record["handled"]) == ("on", True)
+        # a device does not get its own events back, though it subscribes to "lights"
+        await w.rest("POST", "/v1/devices/events", data={"name": "lights/hall", "data": "1"})
+        await w.wait_event("lights/hall", "in")
+        async with asyncio.timeout(WAIT_S):
+            while not any(r["name"] == "lights/hall" for r in other.events):
+                await other.settle()
+                await asyncio.sleep(0)
+        assert not any(r["direction"] == "in" for r in other.events if r["name"] == "lights/porch")
+        other.check()
