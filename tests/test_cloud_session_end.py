@@ -19,24 +19,14 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from firmware_model import DeviceKey, DeviceState, ManualClock, RadioEnvironment, TimingProfile
+from firmware_model import DeviceKey, DeviceState, ManualClock, TimingProfile
 from firmware_model.led import LED_JOINING, LED_LISTENING
-from softap_sim import DeviceEmulator, SimConfig
+from softap_sim import DeviceEmulator
 from softap_sim.cloud.service import CloudService
+from tests.linked import Events, linked_cloud
 from tests.test_cloud_link_device import HOME, join
-from tests.test_device_server import Events as DeviceServerEvents
 
 WAIT_S = 10.0
-
-
-class Events(DeviceServerEvents):
-    """The device server tests' recorder, plus the ``spark/status`` sequence."""
-
-    def statuses(self) -> list[str]:
-        return [e["data"] for e in self.named("spark/status")]
-
-    async def wait_status(self, data: str, count: int) -> None:
-        await self.wait("spark/status", data, count=count)
 
 
 @dataclass
@@ -73,55 +63,22 @@ class World:
 
 @pytest_asyncio.fixture
 async def world(device_key: DeviceKey) -> AsyncIterator[World]:
-    service = CloudService(None)
-    await service.open()
-    await service.serve("127.0.0.1", 0)
-    server = await service.serve_devices("127.0.0.1", 0)
-    events = Events()
-    service.backend.subscribers.add(events)
-    creds = service.created_credentials
-    assert creds is not None
-
-    async def register(e: DeviceEmulator) -> None:
-        await service.register_device(
-            e.device.dct.identity.device_id_hex, e.device.key.public_key_pem.decode()
-        )
-
-    config = SimConfig(
-        radio=RadioEnvironment.from_list([HOME]),
-        key=device_key,
-        cloud_endpoint=("127.0.0.1", server.port),
-        server_public_key_pem=service.server_public_key_pem,
-        # a second to join: the device comes back when the test moves the clock, so
-        # "offline" is observed before the next session, deterministically
-        timing=TimingProfile(join_s=1.0),
-    )
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            DeviceEmulator(config, clock=ManualClock(), before_power_on=register) as emu,
-        ):
-            assert service.server is not None
-            async with http.post(
-                service.server.url + "/oauth/token",
-                data={
-                    "grant_type": "password",
-                    "username": creds["user"]["email"],
-                    "password": creds["user"]["password"],
-                },
-                headers={"Authorization": aiohttp.encode_basic_auth("particle", "particle")},
-            ) as resp:
-                token = (await resp.json())["access_token"]
+    # a second to join: the device comes back when the test moves the clock, so
+    # "offline" is observed before the next session, deterministically
+    async with linked_cloud() as cloud, aiohttp.ClientSession() as http:
+        config = cloud.device_config(device_key, timing=TimingProfile(join_s=1.0))
+        async with DeviceEmulator(
+            config, clock=ManualClock(), before_power_on=cloud.register
+        ) as emu:
+            token = await cloud.developer_token(http)
             device_id = emu.device.dct.identity.device_id_hex.lower()
-            w = World(service, emu, events, http, token, device_id)
+            w = World(cloud.service, emu, cloud.events, http, token, device_id)
             await join(emu)
             await w.until_online()
             status, body = await w.rest("POST", "/v1/devices", json={"id": device_id})
             assert status == 200, body
             yield w
             emu.check()
-    finally:
-        await service.close()
 
 
 async def _power_off(w: World) -> Callable[[], Awaitable[None]]:

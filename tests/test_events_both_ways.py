@@ -25,8 +25,8 @@ from softap_sim import DeviceEmulator, SimConfig
 from softap_sim.cloud.service import CloudService
 from softap_sim.control import ControlError
 from softap_sim.errors import LifecycleError
+from tests.linked import Events, linked_cloud
 from tests.test_cloud_link_device import HOME, join
-from tests.test_cloud_session_end import Events
 
 WAIT_S = 10.0
 
@@ -75,56 +75,24 @@ class World:
 
 @pytest_asyncio.fixture
 async def world(device_key: DeviceKey) -> AsyncIterator[World]:
-    service = CloudService(None)
-    await service.open()
-    await service.serve("127.0.0.1", 0)
-    server = await service.serve_devices("127.0.0.1", 0)
-    events = Events()
-    service.backend.subscribers.add(events)
-    creds = service.created_credentials
-    assert creds is not None
-
-    async def register(e: DeviceEmulator) -> None:
-        await service.register_device(
-            e.device.dct.identity.device_id_hex, e.device.key.public_key_pem.decode()
-        )
-
-    config = SimConfig(
-        radio=RadioEnvironment.from_list([HOME]),
-        key=device_key,
-        cloud_endpoint=("127.0.0.1", server.port),
-        server_public_key_pem=service.server_public_key_pem,
-        app=app_with_events(),
-    )
-    try:
-        async with (
-            aiohttp.ClientSession() as http,
-            DeviceEmulator(config, clock=ManualClock(), before_power_on=register) as emu,
-        ):
-            assert service.server is not None
-            async with http.post(
-                service.server.url + "/oauth/token",
-                data={
-                    "grant_type": "password",
-                    "username": creds["user"]["email"],
-                    "password": creds["user"]["password"],
-                },
-                headers={"Authorization": aiohttp.encode_basic_auth("particle", "particle")},
-            ) as resp:
-                token = (await resp.json())["access_token"]
+    async with linked_cloud() as cloud, aiohttp.ClientSession() as http:
+        config = cloud.device_config(device_key, app=app_with_events())
+        async with DeviceEmulator(
+            config, clock=ManualClock(), before_power_on=cloud.register
+        ) as emu:
+            token = await cloud.developer_token(http)
             device_id = emu.device.dct.identity.device_id_hex.lower()
-            w = World(service, emu, events, http, token, device_id)
+            w = World(cloud.service, emu, cloud.events, http, token, device_id)
             with pytest.raises(LifecycleError, match="not connected"):
                 emu.control.publish({"name": "doorbell"})
             await join(emu)
             await emu.wait_for_state(DeviceState.ONLINE)
-            await server.wait_ready(device_id)
+            assert cloud.service.device_server is not None
+            await cloud.service.device_server.wait_ready(device_id)
             status, body = await w.rest("POST", "/v1/devices", json={"id": device_id})
             assert status == 200, body
             yield w
             emu.check()
-    finally:
-        await service.close()
 
 
 @pytest.mark.asyncio

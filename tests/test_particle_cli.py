@@ -23,13 +23,13 @@ import aiohttp
 import pytest
 import pytest_asyncio
 
-from firmware_model import DeviceKey, DeviceState, RadioEnvironment
+from firmware_model import DeviceKey, DeviceState
 from firmware_model.app import UserApp, default_app
-from softap_sim import DeviceEmulator, SimConfig
+from softap_sim import DeviceEmulator
 from softap_sim.cloud.errors import InvalidToken
 from softap_sim.cloud.service import CloudService
-from tests.test_cloud_link_device import HOME, join
-from tests.test_cloud_session_end import Events
+from tests.linked import Events, linked_cloud
+from tests.test_cloud_link_device import join
 
 CLIENTS = Path(__file__).resolve().parent / "clients"
 PARTICLE = CLIENTS / "node_modules" / ".bin" / "particle"
@@ -108,44 +108,23 @@ def app() -> UserApp:
 
 @pytest_asyncio.fixture
 async def cli(tmp_path: Path, device_key: DeviceKey) -> AsyncIterator[Cli]:
-    service = CloudService(None)
-    await service.open()
-    server = await service.serve("127.0.0.1", 0)
-    devices = await service.serve_devices("127.0.0.1", 0)
-    events = Events()
-    service.backend.subscribers.add(events)
-    creds = service.created_credentials
-    assert creds is not None
-
-    async def register(e: DeviceEmulator) -> None:
-        await service.register_device(
-            e.device.dct.identity.device_id_hex, e.device.key.public_key_pem.decode()
-        )
-
-    config = SimConfig(
-        radio=RadioEnvironment.from_list([HOME]),
-        key=device_key,
-        cloud_endpoint=("127.0.0.1", devices.port),
-        server_public_key_pem=service.server_public_key_pem,
-        app=app(),
-    )
     home = tmp_path / "home"
     home.mkdir()
-    try:
-        async with DeviceEmulator(config, before_power_on=register) as emu:
+    async with linked_cloud() as cloud:
+        config = cloud.device_config(device_key, app=app())
+        async with DeviceEmulator(config, before_power_on=cloud.register) as emu:
             await join(emu)  # the device is set up over SoftAP and comes online
             await emu.wait_for_state(DeviceState.ONLINE)
             device_id = emu.device.dct.identity.device_id_hex.lower()
-            await devices.wait_ready(device_id)
-            c = Cli(home, service, emu, events, creds["user"]["password"], device_id)
+            assert cloud.service.device_server is not None
+            await cloud.service.device_server.wait_ready(device_id)
+            c = Cli(home, cloud.service, emu, cloud.events, cloud.password, device_id)
             # as the issue says a user would point the CLI at the emulator
-            await c.ok("config", "local", "apiUrl", server.url)
+            await c.ok("config", "local", "apiUrl", cloud.url)
             await c.ok("config", "local")
-            assert c.config()["apiUrl"] == server.url
+            assert c.config()["apiUrl"] == cloud.url
             yield c
             emu.check()
-    finally:
-        await service.close()
 
 
 @pytest.mark.asyncio
