@@ -78,6 +78,27 @@ class LinkedCloud:
             return str((await resp.json())["access_token"])
 
 
+@dataclass
+class World:
+    """A test's view: the cloud, one linked device, an HTTP session with a token."""
+
+    service: CloudService
+    emu: DeviceEmulator
+    events: Events
+    http: aiohttp.ClientSession
+    token: str
+    device_id: str
+
+    async def rest(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
+        """One REST call with the token; (status, JSON body)."""
+        assert self.service.server is not None
+        headers = {"Authorization": f"Bearer {self.token}"}
+        async with self.http.request(
+            method, self.service.server.url + path, headers=headers, **kw
+        ) as resp:
+            return resp.status, await resp.json()
+
+
 @asynccontextmanager
 async def linked_cloud() -> AsyncIterator[LinkedCloud]:
     service = CloudService(None)

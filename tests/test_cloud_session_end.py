@@ -12,8 +12,6 @@ device comes back online.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
-from typing import Any
 
 import aiohttp
 import pytest
@@ -22,32 +20,14 @@ import pytest_asyncio
 from firmware_model import DeviceKey, DeviceState, ManualClock, TimingProfile
 from firmware_model.led import LED_JOINING, LED_LISTENING
 from softap_sim import DeviceEmulator
-from softap_sim.cloud.service import CloudService
-from tests.linked import Events, linked_cloud
+from tests.linked import World as LinkedWorld
+from tests.linked import linked_cloud
 from tests.test_cloud_link_device import HOME, join
 
 WAIT_S = 10.0
 
 
-@dataclass
-class World:
-    service: CloudService
-    emu: DeviceEmulator
-    events: Events
-    http: aiohttp.ClientSession
-    token: str
-    device_id: str
-
-    async def rest(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        assert self.service.server is not None
-        async with self.http.request(
-            method,
-            self.service.server.url + path,
-            headers={"Authorization": f"Bearer {self.token}"},
-            **kw,
-        ) as resp:
-            return resp.status, await resp.json()
-
+class World(LinkedWorld):
     async def until_online(self) -> None:
         """Let the join and retry timers run until the device is online again."""
         for _ in range(30):

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
@@ -22,10 +21,10 @@ import pytest_asyncio
 from firmware_model import DeviceKey, DeviceState, ManualClock, RadioEnvironment
 from firmware_model.app import UserApp, default_app
 from softap_sim import DeviceEmulator, SimConfig
-from softap_sim.cloud.service import CloudService
 from softap_sim.control import ControlError
 from softap_sim.errors import LifecycleError
-from tests.linked import Events, linked_cloud
+from tests.linked import World as LinkedWorld
+from tests.linked import linked_cloud
 from tests.test_cloud_link_device import HOME, join
 
 WAIT_S = 10.0
@@ -46,23 +45,7 @@ def app_with_events() -> UserApp:
     return base
 
 
-@dataclass
-class World:
-    service: CloudService
-    emu: DeviceEmulator
-    events: Events
-    http: aiohttp.ClientSession
-    token: str
-    device_id: str
-
-    async def rest(self, method: str, path: str, **kw: Any) -> tuple[int, Any]:
-        assert self.service.server is not None
-        headers = {"Authorization": f"Bearer {self.token}"}
-        async with self.http.request(
-            method, self.service.server.url + path, headers=headers, **kw
-        ) as resp:
-            return resp.status, await resp.json()
-
+class World(LinkedWorld):
     async def wait_event(self, name: str, direction: str) -> dict[str, Any]:
         async with asyncio.timeout(WAIT_S):
             while True:
