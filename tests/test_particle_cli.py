@@ -28,6 +28,7 @@ from firmware_model.app import UserApp, default_app
 from softap_sim import DeviceEmulator
 from softap_sim.cloud.errors import InvalidToken
 from softap_sim.cloud.service import CloudService
+from tests.conftest import seeded_key
 from tests.linked import Events, linked_cloud
 from tests.test_cloud_link_device import join
 
@@ -271,8 +272,12 @@ async def test_publish_reaches_the_device_and_subscribe_sees_device_events(cli: 
 @pytest.mark.asyncio
 async def test_product_device_list_and_webhooks(cli: Cli) -> None:
     await cli.login()
+    product_device = "0123456789abcdef01234567"
+    key = seeded_key(11).public_key_pem.decode()
+    await cli.service.register_device(product_device, key, product_id=10001)
     out = await cli.ok("product", "device", "list", "10001")
-    assert "Error" not in out
+    assert product_device in out
+    assert cli.device_id not in out  # not in the product
     assert "Found 0 hooks registered" in await cli.ok("webhook", "list")
     assert "No devices found." in await cli.ok("usb", "list")
 
