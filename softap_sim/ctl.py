@@ -273,6 +273,36 @@ def _reset(args: argparse.Namespace) -> int:
     return 0
 
 
+def _publish(args: argparse.Namespace) -> int:
+    body: dict[str, Any] = {"name": args.name}
+    if args.data is not None:
+        body["data"] = args.data
+    if args.public or args.private:
+        body["private"] = not args.public
+    if args.ttl is not None:
+        body["ttl"] = args.ttl
+    event = call(args, "POST", "/v1/events", body)
+    kind = "private" if event.get("private") else "public"
+    print(f"published {kind} event {event.get('name')} (ttl {event.get('ttl')} s)")
+    return 0
+
+
+def _events(args: argparse.Namespace) -> int:
+    records = call(args, "GET", "/v1/events")
+    if args.json:
+        _print_json(records)
+        return 0
+    for r in records:
+        arrow = "->" if r.get("direction") == "out" else "<-"
+        handled = (
+            ""
+            if r.get("direction") == "out"
+            else ("  (handled)" if r.get("handled") else "  (no subscription)")
+        )
+        print(f"[{r.get('t', 0):9.3f}s] {arrow} {r.get('name')}  {r.get('data')!r}{handled}")
+    return 0
+
+
 def _health(args: argparse.Namespace) -> int:
     base = control_url(args)
     request = urllib.request.Request(base + "/v1/health", headers={"Accept": "application/json"})
@@ -503,6 +533,20 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
         help="back to the factory state: no networks, no claim code, not claimed, faults "
         "and settings as started; then into listening mode (a fleet without --device: all)",
     )
+    p = _leaf(
+        sub,
+        "publish",
+        _publish,
+        help="publish an event now (one of the scenario's [app.events], or any name)",
+    )
+    p.add_argument("name", help="event name (an [app.events] name takes its data and ttl)")
+    p.add_argument("data", nargs="?", default=None, help="event data (default: the app's)")
+    vis = p.add_mutually_exclusive_group()
+    vis.add_argument("--public", action="store_true", help="a public event")
+    vis.add_argument("--private", action="store_true", help="a private event (the default)")
+    p.add_argument("--ttl", type=_non_negative_int, default=None, metavar="SECONDS")
+    p = _leaf(sub, "events", _events, help="the last events published and received")
+    p.add_argument("--json", action="store_true", help="print raw JSON")
     p = _leaf(sub, "health", _health, help="is the emulator healthy? (exit 1 if not)")
     p.add_argument("--json", action="store_true", help="print raw JSON")
     p = _leaf(sub, "devices", _devices, help="list the devices behind this control API")

@@ -202,3 +202,53 @@ async def test_an_event_from_another_device_of_the_owner_reaches_it(world: World
                 await asyncio.sleep(0)
         assert not any(r["direction"] == "in" for r in other.events if r["name"] == "lights/porch")
         other.check()
+
+
+async def _ctl(url: str, *argv: str) -> tuple[int, str, str]:
+    import contextlib
+    import io
+
+    from softap_sim import ctl
+
+    out, err = io.StringIO(), io.StringIO()
+
+    def run() -> int:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            return ctl.main(["--control", url, *argv])
+
+    code = await asyncio.to_thread(run)
+    return code, out.getvalue(), err.getvalue()
+
+
+@pytest.mark.asyncio
+async def test_ctl_publish_and_the_public_event_stream(world: World) -> None:
+    """``ctl publish`` sends a public event; ``GET /v1/events`` (public SSE) carries it."""
+    from softap_sim.control_api import start_control_api
+
+    w = world
+    assert w.service.server is not None
+    async with (
+        await start_control_api(w.emu, "127.0.0.1", 0) as control,
+        w.http.get(
+            w.service.server.url + "/v1/events/doorbell",
+            headers={"Authorization": f"Bearer {w.token}"},
+        ) as stream,
+    ):
+        assert stream.status == 200
+        assert await stream.content.readline() == b":ok\n"  # the stream is open
+        code, out, err = await _ctl(control.url, "publish", "doorbell", "ding", "--public")
+        assert code == 0, err
+        assert out.strip() == "published public event doorbell (ttl 120 s)"
+        async with asyncio.timeout(WAIT_S):
+            while True:
+                line = (await stream.content.readline()).decode()
+                if line.startswith("data:"):
+                    event = json.loads(line[5:])
+                    break
+        assert (event["data"], event["coreid"]) == ("ding", w.device_id)
+        code, out, _ = await _ctl(control.url, "events")
+        assert code == 0
+        assert "-> doorbell  'ding'" in out
+        code, _, err = await _ctl(control.url, "publish", "x" * 64)
+        assert code == 1
+        assert "1-63" in err
