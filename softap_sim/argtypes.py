@@ -79,6 +79,17 @@ def parse_milliseconds(text: str) -> float:
     return _non_negative_number(text, "milliseconds")
 
 
+def parse_whole_seconds(text: str) -> int:
+    """A whole, non-negative number of seconds (an event's ttl)."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a whole number of seconds: {text!r}") from None
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be a whole number of seconds >= 0, got {value}")
+    return value
+
+
 def parse_positive_seconds(text: str) -> float:
     value = parse_seconds(text)
     if value == 0:

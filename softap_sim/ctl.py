@@ -544,7 +544,13 @@ def add_parser(subparsers: Any) -> argparse.ArgumentParser:
     vis = p.add_mutually_exclusive_group()
     vis.add_argument("--public", action="store_true", help="a public event")
     vis.add_argument("--private", action="store_true", help="a private event (the default)")
-    p.add_argument("--ttl", type=_non_negative_int, default=None, metavar="SECONDS")
+    p.add_argument(
+        "--ttl",
+        type=argtypes.parse_whole_seconds,
+        default=None,
+        metavar="SECONDS",
+        help="the event's ttl (default: the app's, else 60)",
+    )
     p = _leaf(sub, "events", _events, help="the last events published and received")
     p.add_argument("--json", action="store_true", help="print raw JSON")
     p = _leaf(sub, "health", _health, help="is the emulator healthy? (exit 1 if not)")
