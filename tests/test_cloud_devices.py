@@ -1400,3 +1400,19 @@ async def test_unknown_routes_and_methods_answer_json(env: Env) -> None:
     assert (status, body["error"]) == (405, "method_not_allowed")
     status, body = await env.call("GET", "/v1/no-such-route", TOK_ALICE)
     assert (status, body["error"]) == (404, "not_found")
+
+
+@pytest.mark.asyncio
+async def test_sse_idle_stream_gets_keepalives(env: Env, monkeypatch: pytest.MonkeyPatch) -> None:
+    """An idle stream gets ``:ok`` comments (particle-cli reconnects after 13 s of silence
+    and loses what is published meanwhile); events still arrive between them."""
+    monkeypatch.setattr(handlers_events, "SSE_POLL_S", 0.01)
+    monkeypatch.setattr(handlers_events, "SSE_KEEPALIVE_S", 0.02)
+    stream = await open_stream(env, "/v1/devices/events", TOK_ALICE)
+    assert await stream.frame() == b":ok\n\n"  # the first keepalive
+    env.cloud.publish(ev("x", DEV_ALICE, "after", owner_user_id=ALICE))
+    frame = await stream.frame()
+    while frame == b":ok\n\n":  # more keepalives may come first
+        frame = await stream.frame()
+    assert json.loads(frame.decode().split("\n")[1][6:])["data"] == "after"
+    stream.resp.close()

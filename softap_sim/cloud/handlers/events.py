@@ -15,6 +15,9 @@ log = logging.getLogger(__name__)
 
 #: how often an idle SSE stream checks whether its client went away
 SSE_POLL_S = 0.5
+#: an idle stream gets a ``:ok`` comment this often, as from the real cloud: particle-cli
+#: (3.40) reconnects after 13 s without data and loses the events of the gap
+SSE_KEEPALIVE_S = 9.0
 MAX_PREFIX_LENGTH = 256
 
 
@@ -64,6 +67,8 @@ async def _serve(request: web.Request, stream: EventStream) -> web.StreamRespons
     backend.subscribers.add(stream)
     try:
         await response.write(b":ok\n\n")
+        loop = asyncio.get_running_loop()
+        last_write = loop.time()
         while True:
             try:
                 frame = await asyncio.wait_for(stream.queue.get(), SSE_POLL_S)
@@ -72,10 +77,14 @@ async def _serve(request: web.Request, stream: EventStream) -> web.StreamRespons
                     break
                 if stream.expired():
                     stream.close()  # the end marker follows in the queue
+                elif loop.time() - last_write >= SSE_KEEPALIVE_S:
+                    await response.write(b":ok\n\n")
+                    last_write = loop.time()
                 continue
             if frame is None:
                 break
             await response.write(frame)
+            last_write = loop.time()
     except ConnectionError:
         log.debug("cloud: event stream client went away")
     finally:
