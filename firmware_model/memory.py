@@ -19,6 +19,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from firmware_model.errors import FirmwareError
+
 
 class Component(enum.Enum):
     """What stops working when an allocation fails (spec §7 failure list)."""
@@ -128,7 +130,7 @@ class GateMode(enum.Enum):
     REFUSE = "refuse"
 
 
-class AllocationFailed(Exception):
+class AllocationFailed(FirmwareError):
     """A modelled ``malloc`` returned NULL."""
 
     def __init__(self, name: str, size_bytes: int, free_bytes: int) -> None:

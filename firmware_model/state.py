@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from firmware_model import security as sec
+from firmware_model.errors import FirmwareError
 from firmware_model.events import (
     AccessPointDown,
     AccessPointUp,
@@ -141,7 +142,7 @@ TRANSITIONS: dict[tuple[DeviceState, type[Event]], tuple[DeviceState, ...]] = {
 }
 
 
-class InvalidTransition(Exception):
+class InvalidTransition(FirmwareError):
     """An event that the current state does not accept; the state is unchanged."""
 
     def __init__(self, state: DeviceState, event: Event) -> None:

@@ -12,6 +12,8 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
+from softap_sim.errors import ConfigError
+
 _SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kKmM]?)(?:i?[bB])?\s*$")
 
 
@@ -144,7 +146,7 @@ class HelpFormatter(argparse.HelpFormatter):
         return f"{help_text} (default: %(default)s)"
 
 
-class NetworksFileError(ValueError):
+class NetworksFileError(ConfigError, ValueError):
     """A networks file cannot be read or has no ``[[network]]`` tables."""
 
 

@@ -59,7 +59,7 @@ from firmware_model import GateMode, InvalidTransition
 from firmware_model.scan_packs import PACKS
 from softap_sim import __version__
 from softap_sim.control import Control, ControlError, NotFoundError
-from softap_sim.errors import LifecycleError
+from softap_sim.errors import LifecycleError, SimulatorError
 from softap_sim.http_log import ProtocolLogger
 from softap_sim.net import is_loopback
 from softap_sim.registry import REGISTRY, DeviceRegistry, unknown_device
@@ -79,7 +79,7 @@ REDACTED = "<redacted>"
 _MIN_SECRET_CHARS = 4
 
 
-class ApiError(Exception):
+class ApiError(SimulatorError):
     """An error answered as ``{"error": code, "message": message}`` with ``status``."""
 
     def __init__(self, status: int, code: str, message: str, **extra: Any) -> None:

@@ -44,6 +44,7 @@ from pathlib import Path
 from typing import Any
 
 from softap_sim import argtypes
+from softap_sim.errors import SimulatorError
 
 DEFAULT_CONTROL_URL = "http://127.0.0.1:5610"
 CONTROL_ENV = "SOFTAP_SIM_CONTROL"
@@ -53,7 +54,7 @@ FOLLOW_INTERVAL_S = 0.5
 TIMEOUT_S = 10.0
 
 
-class CtlError(Exception):
+class CtlError(SimulatorError):
     """A failure to report in one line (exit code 1)."""
 
 

@@ -49,7 +49,7 @@ HTTP_TIMEOUT_S = 5.0
 SOURCE_CONTROL = "control"
 
 
-class DiscoverError(Exception):
+class DiscoverError(SimulatorError):
     """A failure to report in one line."""
 
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from firmware_model.errors import SoftapSimError
 
-class SimulatorError(Exception):
+
+class SimulatorError(SoftapSimError):
     """Base class of errors raised by :mod:`softap_sim`."""
 
 

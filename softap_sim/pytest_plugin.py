@@ -174,7 +174,7 @@ class SoftapSettings:
         return dataclasses.replace(config, **changes) if changes else config
 
 
-class _MarkerError(Exception):
+class _MarkerError(SimulatorError):
     pass
 
 

@@ -41,6 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from softap_sim import argtypes
+from softap_sim.errors import SimulatorError
 
 #: ``softap-sim run``'s default ports (kept here: cli.py imports this module)
 DEFAULT_TCP_PORT = 5609
@@ -74,7 +75,7 @@ _FAULT_MODES = frozenset(
 )
 
 
-class TranscriptError(ValueError):
+class TranscriptError(SimulatorError, ValueError):
     """The transcript cannot be used; the message names the file and line."""
 
 

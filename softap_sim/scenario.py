@@ -82,7 +82,7 @@ from firmware_model.identity import MAX_SSID_PREFIX_LEN
 from firmware_model.scan_packs import PACKS, scan_pack
 from firmware_model.timing import PROFILES, TimingProfile, timing_profile
 from softap_sim.config import SimConfig
-from softap_sim.errors import ConfigError
+from softap_sim.errors import ConfigError, SimulatorError
 
 #: the package holding the shipped ``*.toml`` files
 SCENARIO_PACKAGE = "softap_sim.scenarios"
@@ -108,7 +108,7 @@ RADIO_KEYS = ("pack", "network")
 KEY_BITS = (1024, 2048)
 
 
-class _Bad(Exception):
+class _Bad(SimulatorError):
     """One problem in a scenario file; becomes a one-line ConfigError naming the file."""
 
 

@@ -39,7 +39,7 @@ from softap_sim.cloud.device_messages import (
 )
 from softap_sim.cloud.errors import CloudError, DeviceOffline
 from softap_sim.cloud.events import DEFAULT_EVENT_TTL_S, device_event
-from softap_sim.errors import StateError
+from softap_sim.errors import SimulatorError, StateError
 from softap_sim.protocol.coap import CoapError, CoapMessage, CoapType, Code, Option, decode
 from softap_sim.protocol.lightssl import Channel, ChannelError, ServerHandshake
 
@@ -55,7 +55,7 @@ READ_CHUNK_BYTES = 4096
 MAX_WRITE_BUFFER_BYTES = 256 * 1024
 
 
-class _SessionEnd(Exception):
+class _SessionEnd(SimulatorError):
     """Ends a session; ``warn`` selects the log level of the one line it leaves."""
 
     def __init__(self, reason: str, *, warn: bool = True) -> None:

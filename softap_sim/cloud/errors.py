@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
+from softap_sim.errors import SimulatorError
 
-class CloudError(Exception):
+
+class CloudError(SimulatorError):
     """Base of every error the REST API answers."""
 
     status = 400

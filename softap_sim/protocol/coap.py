@@ -10,6 +10,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass, field
 
+from softap_sim.errors import SimulatorError
+
 
 class CoapType(enum.IntEnum):
     CON = 0
@@ -38,7 +40,7 @@ class Option(enum.IntEnum):
     URI_QUERY = 15
 
 
-class CoapError(ValueError):
+class CoapError(SimulatorError, ValueError):
     """Bytes that are not a well-formed CoAP message."""
 
 

@@ -24,6 +24,8 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from cryptography.hazmat.primitives.asymmetric.utils import NoDigestInfo
 from cryptography.hazmat.primitives.ciphers import Cipher, algorithms, modes
 
+from softap_sim.errors import SimulatorError
+
 NONCE_BYTES = 40
 DEVICE_ID_BYTES = 12
 SESSION_BYTES = 40  # AES key 16 ‖ IV 16 ‖ salt 8
@@ -38,7 +40,7 @@ _PADS = tuple(bytes((n,)) * n for n in range(17))
 _LENGTHS = {size: size.to_bytes(2, "big") for size in range(16, _MAX_SENDABLE + 1, 16)}
 
 
-class ChannelError(Exception):
+class ChannelError(SimulatorError):
     """A malformed, truncated, oversized or unauthentic protocol message."""
 
 
