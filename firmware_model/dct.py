@@ -1,6 +1,6 @@
 """The device's persistent state: an emulated DCT (device configuration table).
 
-The model keeps it in memory; :mod:`softap_sim.state` writes it to disk atomically
+The model keeps it in memory; :mod:`softap_sim.store` writes it to disk atomically
 after every change the model reports. The JSON form is versioned so a foreign or
 corrupt file is recognised and rejected with a clear error.
 """

@@ -59,7 +59,7 @@ from softap_sim.errors import LifecycleError, SimulatorError
 from softap_sim.listeners import DeviceListener, PortListener, SharedPorts
 from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
-from softap_sim.state import StateStore
+from softap_sim.store import StateStore
 from softap_sim.transcript import CLAIM_CODE_EVENT, Transcript
 from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer

@@ -88,7 +88,7 @@ from softap_sim.errors import ConfigError, SimulatorError, StateError
 from softap_sim.keypool import KeyPool, default_pool_dir, generate_pems, load_pool_key
 from softap_sim.listeners import SharedPorts, shared_ports_supported
 from softap_sim.scenario import NAME_RE, TOP_LEVEL_KEYS, Scenario, load_scenario
-from softap_sim.state import DCT_FILE, KEY_FILE, StateStore
+from softap_sim.store import DCT_FILE, KEY_FILE, StateStore
 
 if TYPE_CHECKING:
     from softap_sim.cloud.service import CloudService

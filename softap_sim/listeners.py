@@ -26,7 +26,7 @@ from collections.abc import Callable
 from typing import Final, Protocol
 
 from softap_sim.errors import ConfigError
-from softap_sim.transports.delivery import reset_transport
+from softap_sim.net import reset_transport
 
 log = logging.getLogger(__name__)
 

@@ -27,7 +27,7 @@ from softap_sim.atomic import (
     temp_prefix,
     temporary_name_pattern,
 )
-from softap_sim.state import StateStore
+from softap_sim.store import StateStore
 
 SECRET = b'{"claim_code": "stale-secret-claim-code"}'
 
@@ -124,7 +124,7 @@ def test_kill_9_leftovers_are_gone_after_restart(tmp_path: Path) -> None:
         f"""
         import random, sys
         from pathlib import Path
-        from softap_sim.state import StateStore
+        from softap_sim.store import StateStore
         store = StateStore(Path({str(tmp_path)!r}))
         dct, _key, _ = store.load_or_create(rng=random.Random(1))
         print("ready", flush=True)

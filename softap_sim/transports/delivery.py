@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import socket
-import struct
 
 from softap_sim.dispatch import Delivery
+from softap_sim.net import reset_transport
 
 
 def deliver_now(
@@ -41,15 +39,6 @@ def deliver_now(
         reset_transport(transport)
         return False
     raise ValueError(f"unknown delivery mode {mode!r}")  # pragma: no cover
-
-
-def reset_transport(transport: asyncio.Transport) -> None:
-    """Close with an RST (SO_LINGER 0): the client sees ECONNRESET, not a clean end."""
-    sock = transport.get_extra_info("socket")
-    if sock is not None:
-        with contextlib.suppress(OSError):
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-    transport.abort()
 
 
 #: What one connection may hold that the device has not consumed yet (a TCP connection

@@ -16,7 +16,7 @@ import pytest
 
 from firmware_model import Dct
 from softap_sim import DeviceEmulator, SimConfig, StateError
-from softap_sim.state import StateStore
+from softap_sim.store import StateStore
 from tests.wire import tcp_exchange
 
 
@@ -115,7 +115,7 @@ def test_kill_9_during_writes_loses_no_acknowledged_write(tmp_path: Path) -> Non
     child = textwrap.dedent(
         f"""
         import random, sys
-        from softap_sim.state import StateStore
+        from softap_sim.store import StateStore
         store = StateStore(__import__("pathlib").Path({str(tmp_path)!r}))
         dct, _key, _ = store.load_or_create(rng=random.Random(1))
         for i in range(100000):
