@@ -10,10 +10,8 @@ from __future__ import annotations
 import enum
 import re
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from firmware_model.device import DeviceEffect
+from firmware_model.events import Effect
 
 #: commands known on both transports, in the firmware's dispatch order
 COMMAND_NAMES: tuple[str, ...] = (
@@ -46,7 +44,7 @@ class Reply:
 
     kind: ReplyKind
     writes: tuple[bytes, ...] = ()
-    effects: tuple[DeviceEffect, ...] = field(default=())
+    effects: tuple[Effect, ...] = field(default=())
 
     @property
     def body(self) -> bytes:
@@ -92,14 +90,14 @@ class JsonWriter:
         self.int_field(b"r", r)
         self.writes.append(b"}")
 
-    def reply(self, *effects: DeviceEffect) -> Reply:
+    def reply(self, *effects: Effect) -> Reply:
         return Reply(ReplyKind.JSON, tuple(self.writes), tuple(effects))
 
 
-_RESULT_REPLIES: dict[tuple[int, tuple[DeviceEffect, ...]], Reply] = {}
+_RESULT_REPLIES: dict[tuple[int, tuple[Effect, ...]], Reply] = {}
 
 
-def result_reply(r: int, *effects: DeviceEffect) -> Reply:
+def result_reply(r: int, *effects: Effect) -> Reply:
     """``write_result_code``: ``{"r":<r>}``. Replies are immutable, so they are shared."""
     key = (r, effects)
     reply = _RESULT_REPLIES.get(key)

@@ -18,7 +18,6 @@ from firmware_model.commands import (
     BODY_COMMANDS,
     NO_JSON,
     UNKNOWN,
-    JsonWriter,
     Reply,
     ReplyKind,
     c_atoi,
@@ -53,7 +52,6 @@ from firmware_model.keys import (
     CIPHERTEXT_BUFFER_BYTES,
     MBEDTLS_ERR_RSA_PRIVATE_FAILED,
     DeviceKey,
-    aes128_cbc_decrypt_blocks,
 )
 from firmware_model.led import Led
 from firmware_model.memory import (
@@ -62,27 +60,18 @@ from firmware_model.memory import (
     SCAN_QUEUE_BYTES,
     Heap,
 )
-from firmware_model.radio import AccessPoint, RadioEnvironment
+from firmware_model.radio import RadioEnvironment
+from firmware_model.replies import device_id_reply, public_key_reply, public_key_variant, scan_reply
 from firmware_model.secret import Secret
-from firmware_model.state import DeviceState, Lifecycle, join_result
+from firmware_model.state import DeviceState, Lifecycle
 from firmware_model.timing import FAST, TimingProfile
-
-# wlan_hal.h result codes of wlan_set_credentials
-WLAN_SET_CREDENTIALS_CIPHER_REQUIRED = -2
-WLAN_INVALID_SSID_LENGTH = -3
-WLAN_INVALID_KEY_LENGTH = -4
-ENTERPRISE_INVALID = 1
-
-WSEC_MIN_PSK_LEN = 8
-WSEC_MAX_PSK_LEN = 64
-WEP_MIN_KEY_LEN = 5
-WEP_MAX_KEY_LEN = 58
-SSID_NAME_SIZE = 32
-EAP_PEAP = 25
-EAP_TLS = 13
-MAX_IDENTITY_BYTES = 64
-MAX_CERTIFICATE_BYTES = 4096
-MAX_PRIVATE_KEY_BYTES = 2048
+from firmware_model.wlan import (
+    MAX_IDENTITY_BYTES,
+    association_lost,
+    check_credentials,
+    decrypt_private_key,
+    join_result,
+)
 
 #: ``MBEDTLS_ERR_MPI_ALLOC_FAILED``: the RSA working memory could not be allocated
 MBEDTLS_ERR_MPI_ALLOC_FAILED = -0x0010
@@ -205,11 +194,18 @@ class Device:
         fault = self.faults.first(FaultKind.JOIN)
         if fault is None:
             self._join_delay_s = 0.0
-            return join_result(self)
+            return join_result(self.dct.credentials.list(), self.radio)
         self._join_delay_s = self.faults.delay_s(fault)
         creds = self.dct.credentials.list()
         ssid = creds[0].ssid if creds else b""
         return JoinFinished(JoinOutcome(fault.outcome), ssid), 1
+
+    def association_lost(self) -> str | None:
+        """Why the joined network no longer holds the device after a radio change, or None."""
+        lc = self.lifecycle
+        return association_lost(
+            lc.associated, lc.last_join, self.dct.credentials.list(), self.radio
+        )
 
     def join_delay_s(self) -> float:
         return self._join_delay_s
@@ -336,56 +332,18 @@ class Device:
         claimed = self.dct.claimed
         cached = self._device_id.get(claimed)
         if cached is None:
-            w = JsonWriter()
-            w.char(b"{")
-            w.string_field(b"id", self.dct.identity.device_id_hex.encode("ascii"))
-            w.char(b",")
-            w.string_field(b"c", b"1" if claimed else b"0")
-            w.char(b"}")
-            cached = self._device_id[claimed] = w.reply()
+            cached = device_id_reply(self.dct.identity.device_id_hex, claimed)
+            self._device_id[claimed] = cached
         return cached
 
     def _public_key_reply(self) -> Reply:
         fault = self.faults.first(FaultKind.KEY_VARIANT, "public-key")
         if fault is not None:
-            return self._public_key_variant(fault.variant)
+            # key shapes apps must survive (pain-points.md #6)
+            return public_key_reply(public_key_variant(self.key.public_key_area, fault.variant))
         if self._public_key is None:
-            w = JsonWriter()
-            w.char(b"{")
-            w.raw(b'"b":"')
-            for ch in self.key.public_key_area.hex().upper().encode("ascii"):
-                w.char(bytes((ch,)))
-            w.char(b'"')
-            w.char(b",")
-            w.int_field(b"r", 0)
-            w.char(b"}")
-            self._public_key = w.reply()
+            self._public_key = public_key_reply(self.key.public_key_area)
         return self._public_key
-
-    def _public_key_variant(self, variant: str) -> Reply:
-        """Key shapes apps must survive (pain-points.md #6)."""
-        area = self.key.public_key_area
-        der_len = (
-            2 + area[1]
-            if area[1] < 0x80
-            else 2 + (area[1] & 0x7F) + int.from_bytes(area[2 : 2 + (area[1] & 0x7F)], "big")
-        )
-        if variant == "unpadded":
-            data = area[:der_len]
-        elif variant == "pkcs1":
-            data = area[22:der_len]  # the RSAPublicKey alone, no SPKI header
-        else:  # corrupt: the modulus INTEGER tag inside the RSAPublicKey (0x02 -> 0x05)
-            data = area[:25] + b"\x05" + area[26:]
-        w = JsonWriter()
-        w.char(b"{")
-        w.raw(b'"b":"')
-        for ch in data.hex().upper().encode("ascii"):
-            w.char(bytes((ch,)))
-        w.char(b'"')
-        w.char(b",")
-        w.int_field(b"r", 0)
-        w.char(b"}")
-        return w.reply()
 
     def _scan_ap(self) -> Reply:
         self.scans += 1
@@ -397,35 +355,9 @@ class Device:
             aps = tuple(ap for ap in aps if ap.advertised_ssid)[: partial.count]
         if self._scan is not None and self._scan[0] == aps:
             return self._scan[1]
-        reply = self._render_scan(aps)
+        reply = scan_reply(aps)
         self._scan = (aps, reply)
         return reply
-
-    @staticmethod
-    def _render_scan(aps: tuple[AccessPoint, ...]) -> Reply:
-        w = JsonWriter()
-        w.raw(b'{"scans":[')
-        first = True
-        for ap in aps:
-            ssid = ap.advertised_ssid.split(b"\x00", 1)[0]
-            if not ssid:
-                continue
-            if not first:
-                w.char(b",")
-            first = False
-            w.char(b"{")
-            w.string_field(b"ssid", ssid)
-            w.char(b",")
-            w.int_field(b"rssi", ap.rssi)
-            w.char(b",")
-            w.int_field(b"sec", ap.security)
-            w.char(b",")
-            w.int_field(b"ch", ap.channel)
-            w.char(b",")
-            w.int_field(b"mdr", ap.max_data_rate)
-            w.char(b"}")
-        w.raw(b"]}")
-        return w.reply()
 
     def _set(self, body: bytes) -> Reply:
         parsed = self._parse(body, SET_KEYS, SET_TYPES)
@@ -501,7 +433,7 @@ class Device:
                 ca = json_unescape(value)
         private_key = b""
         if private_key_hex and ekey is not None:
-            private_key = self._decrypt_private_key(private_key_hex, ekey)
+            private_key = decrypt_private_key(private_key_hex, ekey)
             decrypt_result = 1
         if decrypt_result < 0:
             return result_reply(decrypt_result)
@@ -520,15 +452,6 @@ class Device:
             return result_reply(r)
         return result_reply(0, DctChanged())
 
-    @staticmethod
-    def _decrypt_private_key(hex_text: bytes, ekey: bytes) -> bytes:
-        """AES-128-CBC of the hex ``key`` with ``ek`` = key || IV; no unpadding."""
-        data = b"".join(
-            hex_decode(hex_text[i : i + 32], 16).ljust(16, b"\x00")
-            for i in range(0, len(hex_text), 32)
-        )
-        return aes128_cbc_decrypt_blocks(ekey[:16], ekey[16:32], data)[: len(hex_text) // 2]
-
     def _set_credentials(
         self,
         ssid: bytes,
@@ -537,26 +460,12 @@ class Device:
         channel: int,
         enterprise: EnterpriseConfig | None,
     ) -> int:
-        """``wlan_set_credentials``: dry run (validation), enterprise check, then save."""
-        if not ssid or len(ssid) > SSID_NAME_SIZE:
-            return WLAN_INVALID_SSID_LENGTH
-        wiced = sec.family_base(family)
-        if wiced & (sec.WPA_SECURITY | sec.WPA2_SECURITY):
-            self.scans += 2  # dry run and save each sniff (wlan_set_credentials)
-            ap = self.radio.sniff(ssid)
-            if ap is None:
-                return WLAN_SET_CREDENTIALS_CIPHER_REQUIRED
-            wiced = ap.security
-        if wiced & sec.WEP_ENABLED and not WEP_MIN_KEY_LEN <= len(password) <= WEP_MAX_KEY_LEN:
-            return WLAN_INVALID_KEY_LENGTH
-        if (
-            wiced & (sec.WPA_SECURITY | sec.WPA2_SECURITY)
-            and not wiced & sec.ENTERPRISE_ENABLED
-            and not WSEC_MIN_PSK_LEN <= len(password) <= WSEC_MAX_PSK_LEN
-        ):
-            return WLAN_INVALID_KEY_LENGTH
-        if enterprise is not None and not _enterprise_valid(enterprise, password):
-            return ENTERPRISE_INVALID
+        """``wlan_set_credentials``: validate (:func:`~firmware_model.wlan.check_credentials`),
+        then save."""
+        r, wiced, sniffs = check_credentials(ssid, password, family, enterprise, self.radio.sniff)
+        self.scans += sniffs
+        if r != 0:
+            return r
         self.dct.credentials.add(WifiCredential(ssid, Secret(password), wiced, channel, enterprise))
         self.credentials_changed = True
         return 0
@@ -586,22 +495,6 @@ class Device:
         self.dct.credentials.add(WifiCredential(ssid, Secret(password), security, channel))
         self.credentials_changed = True
         return result_reply(0, DctChanged())
-
-
-def _enterprise_valid(e: EnterpriseConfig, password: bytes) -> bool:
-    """``check_enterprise_credentials``: what PEAP and EAP-TLS each need."""
-    if (
-        len(e.client_certificate) >= MAX_CERTIFICATE_BYTES
-        or len(e.ca_certificate) >= MAX_CERTIFICATE_BYTES
-    ):
-        return False
-    if len(e.private_key.value) >= MAX_PRIVATE_KEY_BYTES:
-        return False
-    if e.eap_type == EAP_PEAP:
-        return bool(e.inner_identity) and bool(password)
-    if e.eap_type == EAP_TLS:
-        return bool(e.client_certificate) and bool(e.private_key.value)
-    return False
 
 
 __all__ = ["CryptoErrors", "DctChanged", "Device", "DeviceEffect", "SoftApShutdown"]

@@ -16,9 +16,8 @@ from __future__ import annotations
 import enum
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Protocol
 
-from firmware_model import security as sec
 from firmware_model.errors import FirmwareError
 from firmware_model.events import (
     AccessPointDown,
@@ -66,7 +65,10 @@ from firmware_model.memory import (
 )
 
 if TYPE_CHECKING:
-    from firmware_model.device import Device
+    from firmware_model.dct import Dct
+    from firmware_model.eras import EraProfile
+    from firmware_model.memory import Heap
+    from firmware_model.timing import TimingProfile
 
 #: hold times of the SETUP button (Particle docs): 3 s enters listening mode, 10 s in
 #: listening mode clears the stored networks; a tap in listening mode exits it
@@ -172,10 +174,36 @@ class ListeningHealth:
         }
 
 
-class Lifecycle:
-    """Runs the transition table for one :class:`~firmware_model.device.Device`."""
+class LifecycleHost(Protocol):
+    """What the lifecycle reads and changes on its device (:class:`~firmware_model.device.Device`).
 
-    def __init__(self, device: Device) -> None:
+    A Protocol rather than the ``Device`` class, so that the transition table can be
+    read (and tested) without the command handlers, and ``state`` never imports ``device``.
+    """
+
+    heap: Heap
+    dct: Dct
+    profile: EraProfile
+    timing: TimingProfile
+    cloud_link: bool
+    #: networks were stored in this listening-mode period (spec §4.5)
+    credentials_changed: bool
+
+    def clear_credentials(self) -> None: ...
+    def join_attempt(self) -> tuple[JoinFinished, int]: ...
+    def join_delay_s(self) -> float: ...
+    def cloud_reachable(self) -> bool: ...
+
+
+class Lifecycle:
+    """Runs the transition table for one device (a :class:`LifecycleHost`)."""
+
+    @property
+    def associated(self) -> bool:
+        """The station is associated with a network (a Wi-Fi loss would be noticed)."""
+        return self.state in _ASSOCIATED
+
+    def __init__(self, device: LifecycleHost) -> None:
         self.device = device
         self.state = DeviceState.OFF
         self.health: ListeningHealth | None = None
@@ -457,59 +485,3 @@ class Lifecycle:
         else:
             self._go(DeviceState.CLOUD_RETRY)
             self._timer("retry", max(self.device.timing.retry_s, 1.0), RetryDue())
-
-
-def join_result(device: Device) -> tuple[JoinFinished, int]:
-    """Try the stored networks, newest first, against the radio environment."""
-    creds = device.dct.credentials.list()
-    if not creds:
-        return JoinFinished(JoinOutcome.NO_CREDENTIALS), 0
-    outcome = JoinOutcome.AP_MISSING
-    ssid = b""
-    tried = 0
-    for cred in creds:
-        tried += 1
-        ap = device.radio.find(cred.ssid)
-        if ap is None:
-            outcome, ssid = JoinOutcome.AP_MISSING, cred.ssid
-            continue
-        if not _password_matches(
-            cred.security, cred.password.value, ap.security, ap.password.value
-        ):
-            outcome, ssid = JoinOutcome.BAD_PASSWORD, cred.ssid
-            continue
-        if not ap.dhcp:
-            outcome, ssid = JoinOutcome.DHCP_FAIL, cred.ssid
-            continue
-        return JoinFinished(JoinOutcome.OK, cred.ssid), tried
-    return JoinFinished(outcome, ssid), tried
-
-
-def association_lost(device: Device) -> str | None:
-    """Why the network the device joined no longer holds it (the radio changed), or None.
-
-    Only the network of the last successful join counts: another stored network in
-    range does not keep the station associated, it is what the next join finds.
-    """
-    last = device.lifecycle.last_join
-    if device.state not in _ASSOCIATED or last is None or last.outcome is not JoinOutcome.OK:
-        return None
-    ap = device.radio.find(last.ssid)
-    if ap is None:
-        return "the access point is gone"
-    cred = next((c for c in device.dct.credentials.list() if c.ssid == last.ssid), None)
-    if cred is not None and not _password_matches(
-        cred.security, cred.password.value, ap.security, ap.password.value
-    ):
-        return "the access point's password changed"
-    return None
-
-
-def _password_matches(stored_sec: int, stored_pw: bytes, ap_sec: int, ap_pw: bytes) -> bool:
-    if ap_sec == sec.OPEN:
-        return True
-    if ap_sec & sec.ENTERPRISE_ENABLED:
-        return bool(stored_sec & sec.ENTERPRISE_ENABLED)
-    if sec.family_of(stored_sec) is sec.SecurityFamily.UNSEC:
-        return False  # an open profile cannot associate with a secured network
-    return stored_pw == ap_pw

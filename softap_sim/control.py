@@ -23,7 +23,6 @@ from firmware_model.events import (
 )
 from firmware_model.memory import LISTENING_ALLOCATIONS
 from firmware_model.scan_packs import PACKS, scan_pack
-from firmware_model.state import association_lost
 from softap_sim.errors import SimulatorError
 
 if TYPE_CHECKING:
@@ -202,7 +201,7 @@ class Control:
             raise ControlError(str(err)) from None
         device = self._emu.device
         device.radio = env
-        reason = association_lost(device)
+        reason = device.association_lost()
         if reason is not None:  # the network it is on is gone: Wi-Fi lost, join again
             self._emu.fire(WifiLost(reason))
         return self.snapshot()
