@@ -9,7 +9,7 @@ Nothing returned here contains a password or a claim code.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from firmware_model import DeviceState, Fault, GateMode, RadioEnvironment
 from firmware_model.app import check_event_name, event_spec
@@ -26,7 +26,54 @@ from firmware_model.scan_packs import PACKS, scan_pack
 from softap_sim.errors import SimulatorError
 
 if TYPE_CHECKING:
-    from softap_sim.emulator import DeviceEmulator
+    import collections
+
+    from firmware_model import Device
+    from firmware_model.events import AccessPointUp, Event
+    from softap_sim.config import SimConfig
+    from softap_sim.dispatch import CommandDispatcher
+    from softap_sim.transcript import Transcript
+
+
+class CloudSession(Protocol):
+    """The device-side cloud connection, as far as control reads it."""
+
+    @property
+    def up(self) -> bool: ...
+
+
+class Controlled(Protocol):
+    """What :class:`Control` steers: a :class:`~softap_sim.emulator.DeviceEmulator`.
+
+    A Protocol so that control (which the emulator owns) does not import the emulator.
+    """
+
+    @property
+    def device(self) -> Device: ...
+    @property
+    def config(self) -> SimConfig: ...
+    @property
+    def access_point(self) -> AccessPointUp | None: ...
+    @property
+    def transcript(self) -> Transcript | None: ...
+    @property
+    def dispatcher(self) -> CommandDispatcher | None: ...
+    @property
+    def events(self) -> collections.deque[dict[str, Any]]: ...
+    @property
+    def cloud_client(self) -> CloudSession | None: ...
+    @property
+    def tcp_address(self) -> tuple[str, int]: ...
+    @property
+    def http_address(self) -> tuple[str, int]: ...
+    @property
+    def tcp_listening(self) -> bool: ...
+    @property
+    def http_listening(self) -> bool: ...
+    def fire(self, event: Event) -> None: ...
+    def publish_event(
+        self, name: str, data: str = "", *, private: bool = True, ttl: int = 60
+    ) -> None: ...
 
 
 class ControlError(SimulatorError):
@@ -46,7 +93,7 @@ def _int_arg(value: Any, name: str, *, minimum: int = 0) -> int:
 class Control:
     """Operations on one emulator; every method is synchronous and immediate."""
 
-    def __init__(self, emu: DeviceEmulator) -> None:
+    def __init__(self, emu: Controlled) -> None:
         self._emu = emu
 
     # -- reading -------------------------------------------------------------------

@@ -11,7 +11,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from firmware_model import Device, DeviceState, Effect, FaultKind, Reply
+from firmware_model import Device, DeviceState, Effect, FaultKind, Reply, ReplyKind
 from firmware_model.faults import DELIVERY_KINDS
 from softap_sim.log import sanitize
 from softap_sim.transcript import Transcript
@@ -19,7 +19,7 @@ from softap_sim.transcript import Transcript
 log = logging.getLogger(__name__)
 
 
-@dataclass(slots=True)
+@dataclass(frozen=True, slots=True)
 class Delivery:
     """How the transport hands the reply to the client."""
 
@@ -33,6 +33,25 @@ class Delivery:
 
 NORMAL = Delivery()
 _STATE_NAMES = {s: s.value for s in DeviceState}
+_NO_REPLY = Reply(ReplyKind.UNKNOWN)
+
+
+@dataclass(slots=True)
+class Exchange:
+    """One request as the dispatcher saw it, for :meth:`CommandDispatcher.record`.
+
+    ``reply`` and ``delivery`` are the command's; requests that run no command (an HTTP
+    404, a static page) get an exchange from :meth:`CommandDispatcher.begin`.
+    """
+
+    transport: str
+    conn: int
+    peer: str
+    #: the command name, or the HTTP path when no command ran
+    command: str
+    state_before: DeviceState
+    reply: Reply = _NO_REPLY
+    delivery: Delivery = NORMAL
 
 
 class CommandDispatcher:
@@ -55,10 +74,16 @@ class CommandDispatcher:
         self.served: dict[str, int] = {"tcp": 0, "http": 0}
         self._interned: dict[bytes, bytes] = {}
 
+    def begin(self, transport: str, conn: int, peer: str, label: str) -> Exchange:
+        """An exchange that runs no command (recorded all the same)."""
+        return Exchange(transport, conn, peer, label, self.device.lifecycle.state)
+
     def dispatch(
-        self, transport: str, peer: str, name: str, body: bytes | None
-    ) -> tuple[Reply, Delivery]:
+        self, transport: str, conn: int, peer: str, name: str, body: bytes | None
+    ) -> Exchange:
+        """Run command ``name``; the exchange carries its reply and how to deliver it."""
         device = self.device
+        before = device.lifecycle.state
         scans_before = device.scans
         reply = device.execute(name, body)
         self.served[transport] += 1
@@ -82,7 +107,7 @@ class CommandDispatcher:
                 log.debug("%s %s %s request body %r", transport, peer, name, sanitize(name, body))
         for effect in reply.effects:
             self._on_effect(effect)
-        return reply, delivery
+        return Exchange(transport, conn, peer, name, before, reply, delivery)
 
     def _delivery(self, transport: str, name: str, scans: int) -> Delivery:
         device = self.device
@@ -100,18 +125,8 @@ class CommandDispatcher:
                 nbytes = fault.nbytes
         return Delivery(delay, mode, nbytes)
 
-    def record(
-        self,
-        transport: str,
-        conn: int,
-        peer: str,
-        command: str,
-        request: bytes,
-        reply: bytes,
-        delivery: Delivery,
-        state_before: DeviceState,
-    ) -> None:
-        """Add the exchange to the transcript (a cheap tuple append on the hot path)."""
+    def record(self, exchange: Exchange, request: bytes, reply: bytes) -> None:
+        """Add the exchange with its raw bytes to the transcript (a tuple append)."""
         transcript = self.transcript
         if transcript is not None and transcript.enabled:
             # Clients repeat the same requests and the device the same replies: the ring
@@ -125,13 +140,13 @@ class CommandDispatcher:
                 interned.clear()
             transcript.exchange(
                 self._now(),
-                transport,
-                conn,
-                peer,
-                command,
+                exchange.transport,
+                exchange.conn,
+                exchange.peer,
+                exchange.command,
                 request,
                 reply,
-                delivery.mode,
-                state_before,
+                exchange.delivery.mode,
+                exchange.state_before,
                 self.device.lifecycle.state,
             )

@@ -372,6 +372,27 @@ class HttpConnection:
             head = self._head(b"404 Not Found", b"*/*")
         return head + b"0\r\n\r\n"
 
+    def respond_to(self, req: HttpRequest, slots: bool, root_redirect: bytes) -> bytes | str:
+        """What the server sends for ``req``: the bytes, or the name of the command to run.
+
+        A ``str`` means "dispatch this command and send :meth:`render_command` of its reply";
+        every other route is answered here. ``slots`` is False when the device could not
+        allocate its HTTP request slots (§7): every page and command then gets a 500.
+        """
+        route = req.route
+        if req.body is None:
+            return self.render_server_error()  # the body buffer could not be allocated
+        if route is None:
+            return self.render_not_found()
+        kind = route.kind
+        if kind is RouteKind.COMMAND and slots:
+            return route.command
+        if kind is RouteKind.COMMAND or kind is RouteKind.PAGE_HANDLER:
+            if not slots:
+                return self.render_server_error()
+            return self.render_page_handler(req.path, req.query)
+        return self.render_static(route, root_redirect)
+
     def render_command(self, reply: Reply) -> bytes:
         """H200, one chunk per firmware write, then the terminating chunk."""
         self.cors = True

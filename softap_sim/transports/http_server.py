@@ -21,7 +21,7 @@ from typing import cast
 
 from firmware_model import Device
 from softap_sim.dispatch import NORMAL, CommandDispatcher, Delivery
-from softap_sim.protocol.http import HttpConnection, HttpRequest, Route, RouteKind
+from softap_sim.protocol.http import HttpConnection, HttpRequest, Route
 from softap_sim.scheduler import Scheduler
 from softap_sim.transports.delivery import MAX_QUEUED_BYTES, deliver_now, pause, resume
 
@@ -190,36 +190,18 @@ class _HttpProtocol(asyncio.Protocol):
     def _answer(self, req: HttpRequest, raw: bytes) -> None:
         codec = self.codec
         server = self.server
-        route = req.route
-        delivery = NORMAL
-        command = ""
-        before = server.device.lifecycle.state
-        if req.body is None:
-            out = codec.render_server_error()
-        elif route is None:
-            out = codec.render_not_found()
-        elif route.kind is RouteKind.COMMAND and server.slots:
-            command = route.command
-            reply, delivery = server.dispatcher.dispatch("http", self.peer, command, req.body)
-            out = codec.render_command(reply)
-        elif route.kind in (RouteKind.COMMAND, RouteKind.PAGE_HANDLER) and not server.slots:
-            out = codec.render_server_error()  # no request slots (§7): every page 500
-        elif route.kind is RouteKind.PAGE_HANDLER:
-            out = codec.render_page_handler(req.path, req.query)
+        dispatcher = server.dispatcher
+        answer = codec.respond_to(req, server.slots, server.root_redirect)
+        if isinstance(answer, str):
+            exchange = dispatcher.dispatch("http", self.conn_id, self.peer, answer, req.body)
+            out = codec.render_command(exchange.reply)
         else:
-            out = codec.render_static(route, server.root_redirect)
+            exchange = dispatcher.begin("http", self.conn_id, self.peer, req.path.decode("latin-1"))
+            out = answer
         if log.isEnabledFor(logging.DEBUG):
             log.debug("http %s %s %r -> %d bytes", self.peer, req.method, req.path, len(out))
-        server.dispatcher.record(
-            "http",
-            self.conn_id,
-            self.peer,
-            command or req.path.decode("latin-1"),
-            raw,
-            out,
-            delivery,
-            before,
-        )
+        dispatcher.record(exchange, raw, out)
+        delivery = exchange.delivery
         if delivery.delay_s > 0:
             server.busy = True
             server.scheduler.call_later(

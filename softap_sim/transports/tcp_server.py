@@ -248,12 +248,10 @@ class _TcpProtocol(asyncio.Protocol):
 
     def _answer(self, req: TcpRequest) -> None:
         dispatcher = self.server.dispatcher
-        before = self.server.device.lifecycle.state
-        reply, delivery = dispatcher.dispatch("tcp", self.peer, req.name, req.body)
-        out = encode_tcp_reply(reply)
-        dispatcher.record(
-            "tcp", self.conn_id, self.peer, req.name, bytes(self._raw), out, delivery, before
-        )
+        exchange = dispatcher.dispatch("tcp", self.conn_id, self.peer, req.name, req.body)
+        out = encode_tcp_reply(exchange.reply)
+        dispatcher.record(exchange, bytes(self._raw), out)
+        delivery = exchange.delivery
         self._raw = bytearray()  # one request per connection: it is recorded
         if delivery.delay_s > 0:
             # the single TCP thread is busy (e.g. a blocking scan): others keep waiting,
