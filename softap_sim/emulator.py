@@ -14,7 +14,6 @@ import asyncio
 import collections
 import functools
 import logging
-import random
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
 from types import TracebackType
 from typing import Any, Self
@@ -24,50 +23,40 @@ from firmware_model import (
     AccessPointUp,
     CancelTimer,
     Clock,
-    Dct,
     DctChanged,
     Device,
-    DeviceIdentity,
-    DeviceKey,
     DeviceState,
     Effect,
     Event,
-    Fault,
     FaultKind,
-    FaultPlan,
-    Heap,
     InvalidTransition,
     SoftApShutdown,
     StartTimer,
     StateChanged,
 )
-from firmware_model.app import EventSpec
-from firmware_model.eras import ERAS
 from firmware_model.events import (
-    CloudFinished,
-    CloudLost,
     ConnectApRequested,
     ConnectCloud,
     DisconnectCloud,
     PowerOn,
 )
-from softap_sim.cloud_client import DeviceCloudClient, load_server_key
+from softap_sim.access_point import AccessPointRunner
+from softap_sim.cloud_client import DeviceCloudClient
+from softap_sim.cloud_session import EVENT_LOG, CloudSessions
 from softap_sim.config import SimConfig
 from softap_sim.control import Control
+from softap_sim.device_build import build_device
 from softap_sim.dispatch import CommandDispatcher
 from softap_sim.errors import LifecycleError, SimulatorError
 from softap_sim.listeners import DeviceListener, PortListener, SharedPorts
 from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.store import StateStore
-from softap_sim.transcript import CLAIM_CODE_EVENT, Transcript
+from softap_sim.transcript import Transcript
 from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer
 
 log = logging.getLogger(__name__)
-
-#: events kept for ``emu.events`` / ``GET /v1/events``
-EVENT_LOG = 200
 
 
 class DeviceEmulator:
@@ -100,14 +89,11 @@ class DeviceEmulator:
         #: runs after the device state is loaded and before power-on (e.g. to register
         #: the device with a cloud before it can connect)
         self._before_power_on = before_power_on
-        self._cloud_client: DeviceCloudClient | None = None
-        self._cloud_task: asyncio.Task[None] | None = None
-        self._event_timers: dict[str, TimerHandle] = {}
+        self._cloud: CloudSessions | None = None
         #: the last events sent and received over the cloud link (claim codes masked)
         self.events: collections.deque[dict[str, Any]] = collections.deque(maxlen=EVENT_LOG)
         #: callbacks for every event record (the dashboard's live stream uses this)
         self.on_event: list[Callable[[dict[str, Any]], None]] = []
-        self._cloud_session = 0
         self.host = host
         self._clock = clock
         self._tcp_l: PortListener
@@ -126,8 +112,7 @@ class DeviceEmulator:
         self._started = False
         self._timers: dict[str, TimerHandle] = {}
         self._tasks: set[asyncio.Task[None]] = set()
-        self._ap_queue: asyncio.Queue[AccessPointUp | AccessPointDown | None] | None = None
-        self._ap_worker: asyncio.Task[None] | None = None
+        self._ap: AccessPointRunner | None = None
         #: wait_for_state callers: (the states they wait for, their future)
         self._state_waiters: list[tuple[tuple[DeviceState, ...], asyncio.Future[None]]] = []
         self._t0 = 0.0
@@ -169,50 +154,26 @@ class DeviceEmulator:
             return
         cfg = self.config
         loop = asyncio.get_running_loop()
-        rng = random.Random(cfg.seed)
         if cfg.state_dir is not None:
             self._store = StateStore(cfg.state_dir)
-            dct, key, self.created = await asyncio.to_thread(
-                self._store.load_or_create,
-                rng=rng,
-                era=cfg.firmware,
-                ssid_prefix=cfg.ssid_prefix,
-                key_bits=cfg.key_bits,
-            )
-        else:
-            identity = cfg.identity or DeviceIdentity.generate(
-                rng, code_length=ERAS[cfg.firmware].device_code_length, ssid_prefix=cfg.ssid_prefix
-            )
-            dct = Dct(identity)
-            if cfg.key is not None:
-                key = cfg.key
-            else:
-                key = await asyncio.to_thread(DeviceKey.generate, cfg.key_bits)
-            self.created = True
-        plan = FaultPlan(rng=random.Random(cfg.seed if cfg.seed is not None else 0))
-        for spec in cfg.faults:
-            plan.add(Fault.from_mapping(spec))
-        heap = Heap(
-            heap_after_boot_bytes=cfg.heap_after_boot_bytes,
-            app_ram_bytes=cfg.app_ram_bytes,
-            gate_bytes=cfg.gate_bytes,
-            gate_mode=cfg.gate_mode,
-        )
-        self._device = Device(
-            dct,
-            key,
-            cfg.radio,
-            cfg.firmware,
-            heap=heap,
-            timing=cfg.timing,
-            faults=plan,
-            cloud_available=cfg.cloud_available,
-            app=cfg.app,
-            cloud_link=cfg.cloud_endpoint is not None and cfg.server_public_key_pem is not None,
-        )
+        self._device, self.created = await build_device(cfg, self._store)
         self.scheduler = Scheduler(self._clock, loop)
         self._t0 = self.scheduler.now()
         self.transcript = Transcript(cfg.transcript_path, enabled=cfg.record, t0=self._t0)
+        self._cloud = CloudSessions(
+            self._device,
+            cfg,
+            self.scheduler,
+            self.transcript,
+            self.events,
+            self.on_event,
+            t0=self._t0,
+            fire=self.fire,
+            apply=self._apply,
+            spawn=self._spawn,
+            running=lambda: self._started,
+            on_error=self._record_error,
+        )
         self.dispatcher = CommandDispatcher(
             self._device, self._on_command_effect, self.transcript, self.scheduler.now_fn()
         )
@@ -235,8 +196,17 @@ class DeviceEmulator:
             await self._tcp_l.close(keep_port=False)
             await self._http_l.close(keep_port=False)
             raise
-        self._ap_queue = asyncio.Queue()
-        self._ap_worker = loop.create_task(self._run_ap_queue())
+        self._ap = AccessPointRunner(
+            self._tcp_l,
+            self._http_l,
+            self._tcp,
+            self._http,
+            ssid=lambda: self.ssid,
+            on_up=self._ap_is_up,
+            on_down=self._ap_is_down,
+            on_changed=self._access_point_changed,
+            on_error=self._record_error,
+        )
         self._started = True
         if self._before_power_on is not None:
             await self._before_power_on(self)
@@ -248,7 +218,8 @@ class DeviceEmulator:
         if not self._started:
             return
         self._started = False
-        self._disconnect_cloud()
+        if self._cloud is not None:
+            self._cloud.disconnect()
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -258,10 +229,8 @@ class DeviceEmulator:
         self._timers.clear()
         if self.scheduler is not None:
             self.scheduler.cancel_all()
-        if self._ap_queue is not None:
-            self._ap_queue.put_nowait(None)
-        if self._ap_worker is not None:
-            await self._ap_worker
+        if self._ap is not None:
+            await self._ap.stop()
         for holder in (self._http, self._tcp):
             if holder is not None:
                 holder.close_all()
@@ -272,8 +241,8 @@ class DeviceEmulator:
 
     async def settle(self) -> None:
         """Wait until every access-point change asked for so far has been carried out."""
-        if self._ap_queue is not None:
-            await self._ap_queue.join()
+        if self._ap is not None:
+            await self._ap.settle()
         for _ in range(3):
             await asyncio.sleep(0)
 
@@ -302,7 +271,7 @@ class DeviceEmulator:
 
     def _apply(self, effects: Iterable[Effect]) -> None:
         assert self.scheduler is not None
-        assert self._ap_queue is not None
+        assert self._ap is not None
         for effect in effects:
             if isinstance(effect, StartTimer):
                 old = self._timers.pop(effect.key, None)
@@ -316,135 +285,29 @@ class DeviceEmulator:
                 if handle is not None:
                     handle.cancel()
             elif isinstance(effect, AccessPointUp | AccessPointDown):
-                self._ap_queue.put_nowait(effect)
+                self._ap.change(effect)
             elif isinstance(effect, StateChanged):
                 self._state_change(effect)
             elif isinstance(effect, DctChanged):
                 self._persist()
             elif isinstance(effect, ConnectCloud):
-                self._connect_cloud()
-            elif isinstance(effect, DisconnectCloud):
-                self._disconnect_cloud()
+                assert self._cloud is not None
+                self._cloud.connect()
+            elif isinstance(effect, DisconnectCloud) and self._cloud is not None:
+                self._cloud.disconnect()
 
-    # -- the device-to-cloud connection --------------------------------------------
-    def _connect_cloud(self) -> None:
-        cfg = self.config
-        assert cfg.cloud_endpoint is not None
-        assert cfg.server_public_key_pem is not None
-        assert self.scheduler is not None
-        self._disconnect_cloud()
-        self._cloud_session += 1
-        session = self._cloud_session
-        host, port = cfg.cloud_endpoint
-
-        def up() -> None:
-            if session == self._cloud_session and self.device.state is DeviceState.CLOUD_CONNECTING:
-                self.fire(CloudFinished(True))
-                self._start_periodic_events(session)
-
-        def down(reason: str) -> None:
-            if session != self._cloud_session or not self._started:
-                return
-            state = self.device.state
-            if state is DeviceState.CLOUD_CONNECTING:
-                self.fire(CloudFinished(False))
-            elif state is DeviceState.ONLINE:
-                self.fire(CloudLost(reason))
-
-        scheduler = self.scheduler
-        client = DeviceCloudClient(
-            self.device,
-            host,
-            port,
-            load_server_key(cfg.server_public_key_pem),
-            on_up=up,
-            on_down=down,
-            apply=self._apply,
-            call_later=lambda delay, fn: scheduler.call_later(delay, fn),
-            on_event=self._cloud_event,
-        )
-        self._cloud_client = client
-        self._cloud_task = self._spawn(client.run())
-
-    # -- events over the cloud link ------------------------------------------------
-    def _cloud_event(self, direction: str, name: str, data: str, private: bool) -> None:
-        """Every event sent or received: the event log, the transcript, the callbacks."""
-        if name == CLAIM_CODE_EVENT:
-            data = "*" * len(data)  # never kept or shown
-        record = {
-            "t": round(self._elapsed(), 6),
-            "direction": direction,
-            "name": name,
-            "data": data,
-            "private": private,
-        }
-        if direction == "in":
-            record["handled"] = self.device.app.subscribed(name)
-        self.events.append(record)
-        if self.transcript is not None and self.transcript.enabled:
-            self.transcript.event(
-                t=self._elapsed() + self._t0,
-                direction=direction,
-                name=name,
-                data=data,
-                private=private,
-            )
-        log.info("event %s %s", "published" if direction == "out" else "received", name)
-        for callback in list(self.on_event):
-            try:
-                callback(record)
-            except Exception as err:
-                self._record_error(err)
-
+    # -- the device-to-cloud connection (softap_sim.cloud_session) -----------------
     def publish_event(
         self, name: str, data: str = "", *, private: bool = True, ttl: int = 60
     ) -> None:
         """``Particle.publish`` now; :class:`LifecycleError` unless the session is up."""
-        client = self._cloud_client
-        if client is None or not client.up:
-            raise LifecycleError(
-                f"the device is not connected to the cloud (state {self.device.state.value}): "
-                "it publishes once online"
-            )
-        client.publish(name, data.encode("utf-8"), private=private, ttl=ttl)
-
-    def _start_periodic_events(self, session: int) -> None:
-        assert self.scheduler is not None
-        scheduler = self.scheduler
-        for spec in self.device.app.events.values():
-            if spec.period_s <= 0:
-                continue
-
-            def tick(spec: EventSpec = spec) -> None:
-                if session != self._cloud_session or self._cloud_client is None:
-                    return  # the session ended: its timers stop
-                self._cloud_client.publish(
-                    spec.name, spec.data.encode("utf-8"), private=spec.private, ttl=spec.ttl
-                )
-                self._event_timers[spec.name] = scheduler.call_later(spec.period_s, tick)
-
-            tick()  # Particle.publish in loop(): the first right after connecting
-
-    def _disconnect_cloud(self) -> None:
-        """End the session now: the cloud sees the connection close (offline at once).
-
-        The task is cancelled as well as the socket closed, so a connection still being
-        opened or handshaken cannot come up afterwards.
-        """
-        client, self._cloud_client = self._cloud_client, None
-        task, self._cloud_task = self._cloud_task, None
-        for handle in self._event_timers.values():
-            handle.cancel()
-        self._event_timers.clear()
-        if client is not None:
-            self._cloud_session += 1  # its callbacks are stale from now on
-            client.close()
-        if task is not None:
-            task.cancel()
+        if self._cloud is None:
+            raise LifecycleError("the emulator is not started; use 'async with' or start()")
+        self._cloud.publish(name, data, private=private, ttl=ttl)
 
     @property
     def cloud_client(self) -> DeviceCloudClient | None:
-        return self._cloud_client
+        return self._cloud.client if self._cloud is not None else None
 
     def _on_command_effect(self, effect: Effect) -> None:
         if isinstance(effect, DctChanged):
@@ -529,56 +392,15 @@ class DeviceEmulator:
         return (self.scheduler.now() - self._t0) if self.scheduler is not None else 0.0
 
     # -- the access point ----------------------------------------------------------
-    async def _run_ap_queue(self) -> None:
-        assert self._ap_queue is not None
-        while True:
-            op = await self._ap_queue.get()
-            try:
-                if op is None:
-                    return
-                if isinstance(op, AccessPointUp):
-                    await self._ap_up(op)
-                else:
-                    await self._ap_down()
-            except Exception as err:
-                self._record_error(err)
-                log.exception("access point change failed")
-            finally:
-                self._ap_queue.task_done()
-
-    async def _ap_up(self, ap: AccessPointUp) -> None:
-        assert self._tcp is not None
-        assert self._http is not None
+    def _ap_is_up(self, ap: AccessPointUp) -> None:
         self.access_point = ap
         self.accepted = {"tcp": 0, "http": 0}
-        self._tcp.serving = ap.tcp_serving
-        self._http.slots = ap.http_slots
-        if ap.tcp_listening:
-            await self._tcp_l.open(self._tcp.protocol_factory)
-        if ap.http_listening:
-            await self._http_l.open(self._http.protocol_factory)
-        log.info(
-            "access point %s up: tcp %s, http %s%s",
-            ap.ssid,
-            self._tcp_l.port if self._tcp_l.listening else "refusing",
-            self._http_l.port if self._http_l.listening else "refusing",
-            " (below the memory gate)" if ap.degraded else "",
-        )
-        self._access_point_changed(True)
 
-    async def _ap_down(self) -> None:
-        assert self._tcp is not None
-        assert self._http is not None
-        await self._tcp_l.close()
-        await self._http_l.close()
-        self._tcp.close_all()
-        self._http.close_all()
+    def _ap_is_down(self) -> None:
         self.access_point = None
         if self.device.connect_requested:
             self.device.connect_requested = False
             self.setup_complete.set()
-        log.info("access point %s down", self.ssid)
-        self._access_point_changed(False)
 
     def _on_accept(self, transport: str) -> None:
         """Count connections for ``refuse-after`` faults (pain-points.md #3)."""
