@@ -68,6 +68,24 @@ TRANSPORTS = ("tcp", "http", "*")
 _COMMANDS = (*COMMAND_NAMES, "*")
 
 
+#: the keys a fault table/object may have
+_FIELDS = frozenset(
+    {
+        "kind",
+        "command",
+        "transport",
+        "skip",
+        "times",
+        "delay_ms",
+        "jitter_ms",
+        "count",
+        "outcome",
+        "variant",
+        "bytes",
+    }
+)
+
+
 @dataclass(slots=True)
 class Fault:
     kind: FaultKind
@@ -115,24 +133,10 @@ class Fault:
         """Parse a fault from TOML/JSON; ``ValueError`` says exactly what is wrong."""
         if not isinstance(data, Mapping):
             raise ValueError("a fault must be an object/table")
-        allowed = {
-            "kind",
-            "command",
-            "transport",
-            "skip",
-            "times",
-            "delay_ms",
-            "jitter_ms",
-            "count",
-            "outcome",
-            "variant",
-            "bytes",
-        }
-        unknown = set(data) - allowed
+        unknown = set(data) - _FIELDS
         if unknown:
-            raise ValueError(
-                f"unknown fault field(s) {sorted(unknown)}; allowed: {sorted(allowed)}"
-            )
+            allowed = sorted(_FIELDS)
+            raise ValueError(f"unknown fault field(s) {sorted(unknown)}; allowed: {allowed}")
         kind_text = data.get("kind")
         kinds = [k.value for k in FaultKind]
         if not isinstance(kind_text, str) or kind_text not in kinds:
@@ -154,20 +158,8 @@ class Fault:
             jitter_ms=_num(data, "jitter_ms"),
             count=_int(data, "count", 0),
         )
-        if kind is FaultKind.JOIN:
-            fault.outcome = _choice(data, "outcome", JOIN_OUTCOMES, "")
-            if not fault.outcome:
-                raise ValueError(f"a join fault needs 'outcome', one of {list(JOIN_OUTCOMES)}")
-        elif "outcome" in data:
-            raise ValueError("'outcome' only applies to kind 'join'")
-        if kind is FaultKind.KEY_VARIANT:
-            fault.variant = _choice(data, "variant", KEY_VARIANTS, "")
-            if not fault.variant:
-                raise ValueError(
-                    f"a key-variant fault needs 'variant', one of {list(KEY_VARIANTS)}"
-                )
-        elif "variant" in data:
-            raise ValueError("'variant' only applies to kind 'key-variant'")
+        fault.outcome = _kind_only(data, kind, FaultKind.JOIN, "outcome", JOIN_OUTCOMES)
+        fault.variant = _kind_only(data, kind, FaultKind.KEY_VARIANT, "variant", KEY_VARIANTS)
         if "bytes" in data:
             fault.nbytes = _int(data, "bytes", 0)
         if kind in (FaultKind.REFUSE_AFTER, FaultKind.SCAN_PARTIAL) and "count" not in data:
@@ -175,6 +167,20 @@ class Fault:
         if kind is FaultKind.LATENCY and fault.delay_ms <= 0 and fault.jitter_ms <= 0:
             raise ValueError("a latency fault needs 'delay_ms' (and optionally 'jitter_ms')")
         return fault
+
+
+def _kind_only(
+    data: Mapping[str, Any], kind: FaultKind, owner: FaultKind, key: str, options: Iterable[str]
+) -> str:
+    """A field only ``owner`` faults have, and must have (``join``'s outcome ...)."""
+    if kind is owner:
+        value = _choice(data, key, options, "")
+        if not value:
+            raise ValueError(f"a {owner.value} fault needs '{key}', one of {list(options)}")
+        return value
+    if key in data:
+        raise ValueError(f"'{key}' only applies to kind '{owner.value}'")
+    return ""
 
 
 def _choice(data: Mapping[str, Any], key: str, options: Iterable[str], default: str) -> str:

@@ -98,71 +98,27 @@ class Control:
 
     # -- reading -------------------------------------------------------------------
     def snapshot(self) -> dict[str, Any]:
+        """Everything ``GET /v1/state`` shows, in one JSON-ready dict (no secrets)."""
         emu = self._emu
         dev = emu.device
         life = dev.lifecycle
-        ap = emu.access_point
-        ports: dict[str, Any] = {}
-        for name, prop in (("tcp", "tcp_address"), ("http", "http_address")):
-            try:
-                ports[name] = getattr(emu, prop)[1]
-            except SimulatorError:
-                ports[name] = None
         return {
             "device_id": dev.dct.identity.device_id_hex,
             "ssid": dev.dct.identity.ssid,
             "firmware": dev.era.value,
             "state": dev.state.value,
             "led": dev.led.to_json(),
-            "access_point": None
-            if ap is None
-            else {
-                "ssid": ap.ssid,
-                "tcp_listening": emu.tcp_listening,
-                "tcp_serving": ap.tcp_serving,
-                "http_listening": emu.http_listening,
-                "http_slots": ap.http_slots,
-                "below_memory_gate": ap.degraded,
-            },
-            "ports": ports,
+            "access_point": _access_point_json(emu),
+            "ports": _ports_json(emu),
             "listening_health": None if life.health is None else life.health.to_json(),
             "heap": dev.heap.to_json(),
-            "credentials": [
-                {
-                    "ssid": c.ssid.decode("utf-8", "replace"),
-                    "security": c.security,
-                    "channel": c.channel,
-                    "password": "<redacted>" if c.password else "",
-                    "enterprise": c.enterprise is not None,
-                }
-                for c in dev.dct.credentials
-            ],
+            "credentials": _credentials_json(dev),
             "credentials_changed": dev.credentials_changed,
             "claim_code_set": bool(dev.dct.claim_code),
             "claimed": dev.dct.claimed,
             "last_join": None if life.last_join is None else life.last_join.outcome.value,
-            "cloud": {
-                "link": dev.cloud_link,
-                "endpoint": (
-                    f"{emu.config.cloud_endpoint[0]}:{emu.config.cloud_endpoint[1]}"
-                    if emu.config.cloud_endpoint
-                    else None
-                ),
-                "connected": emu.cloud_client is not None and emu.cloud_client.up,
-                "attempts": life.cloud_attempts,
-                "reachable": dev.cloud_available,
-            },
-            "app": {
-                "functions": sorted(dev.app.functions),
-                "variables": {n: v.type for n, v in sorted(dev.app.variables.items())},
-                "events": {
-                    n: {"period_s": e.period_s, "private": e.private, "ttl": e.ttl}
-                    for n, e in sorted(dev.app.events.items())
-                },
-                "subscriptions": [
-                    {"prefix": sub.prefix, "scope": sub.scope} for sub in dev.app.subscriptions
-                ],
-            },
+            "cloud": _cloud_json(emu),
+            "app": _app_json(dev),
             "join_attempts": life.join_attempts,
             "timing": dev.timing.to_json(),
             "faults": dev.faults.to_json(),
@@ -322,3 +278,68 @@ class Control:
 
     def faults(self) -> list[dict[str, Any]]:
         return self._emu.device.faults.to_json()
+
+
+# -- the parts of Control.snapshot ---------------------------------------------------
+def _ports_json(emu: Controlled) -> dict[str, Any]:
+    ports: dict[str, Any] = {}
+    for name, prop in (("tcp", "tcp_address"), ("http", "http_address")):
+        try:
+            ports[name] = getattr(emu, prop)[1]
+        except SimulatorError:
+            ports[name] = None
+    return ports
+
+
+def _access_point_json(emu: Controlled) -> dict[str, Any] | None:
+    ap = emu.access_point
+    if ap is None:
+        return None
+    return {
+        "ssid": ap.ssid,
+        "tcp_listening": emu.tcp_listening,
+        "tcp_serving": ap.tcp_serving,
+        "http_listening": emu.http_listening,
+        "http_slots": ap.http_slots,
+        "below_memory_gate": ap.degraded,
+    }
+
+
+def _credentials_json(dev: Device) -> list[dict[str, Any]]:
+    """The stored networks: SSID and security, never the password."""
+    return [
+        {
+            "ssid": c.ssid.decode("utf-8", "replace"),
+            "security": c.security,
+            "channel": c.channel,
+            "password": "<redacted>" if c.password else "",
+            "enterprise": c.enterprise is not None,
+        }
+        for c in dev.dct.credentials
+    ]
+
+
+def _cloud_json(emu: Controlled) -> dict[str, Any]:
+    dev = emu.device
+    endpoint = emu.config.cloud_endpoint
+    client = emu.cloud_client
+    return {
+        "link": dev.cloud_link,
+        "endpoint": f"{endpoint[0]}:{endpoint[1]}" if endpoint else None,
+        "connected": client is not None and client.up,
+        "attempts": dev.lifecycle.cloud_attempts,
+        "reachable": dev.cloud_available,
+    }
+
+
+def _app_json(dev: Device) -> dict[str, Any]:
+    app = dev.app
+    return {
+        "functions": sorted(app.functions),
+        "variables": {n: v.type for n, v in sorted(app.variables.items())},
+        "events": {
+            n: {"period_s": e.period_s, "private": e.private, "ttl": e.ttl}
+            for n, e in sorted(app.events.items())
+        },
+        "subscriptions": [{"prefix": sub.prefix, "scope": sub.scope} for sub in app.subscriptions],
+    }

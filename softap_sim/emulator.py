@@ -157,37 +157,9 @@ class DeviceEmulator:
         if cfg.state_dir is not None:
             self._store = StateStore(cfg.state_dir)
         self._device, self.created = await build_device(cfg, self._store)
-        self.scheduler = Scheduler(self._clock, loop)
-        self._t0 = self.scheduler.now()
-        self.transcript = Transcript(cfg.transcript_path, enabled=cfg.record, t0=self._t0)
-        self._cloud = CloudSessions(
-            self._device,
-            cfg,
-            self.scheduler,
-            self.transcript,
-            self.events,
-            self.on_event,
-            t0=self._t0,
-            fire=self.fire,
-            apply=self._apply,
-            spawn=self._spawn,
-            running=lambda: self._started,
-            on_error=self._record_error,
-        )
-        self.dispatcher = CommandDispatcher(
-            self._device, self._on_command_effect, self.transcript, self.scheduler.now_fn()
-        )
-        self._tcp = TcpDeviceServer(
-            self.dispatcher, self._device, self.scheduler, self._record_error, self._on_accept
-        )
-        self._http = HttpDeviceServer(
-            self.dispatcher,
-            self._device,
-            routes_for(self._device.profile),
-            self.scheduler,
-            self._record_error,
-            self._on_accept,
-        )
+        self._wire(self._device, loop)
+        assert self._tcp is not None
+        assert self._http is not None
         try:
             self._tcp_l.reserve()
             if self._device.profile.http:
@@ -212,6 +184,41 @@ class DeviceEmulator:
             await self._before_power_on(self)
         self.fire(PowerOn())
         await self.settle()
+
+    def _wire(self, device: Device, loop: asyncio.AbstractEventLoop) -> None:
+        """The parts around the model: clock, transcript, cloud sessions, dispatch, servers."""
+        cfg = self.config
+        self.scheduler = Scheduler(self._clock, loop)
+        self._t0 = self.scheduler.now()
+        self.transcript = Transcript(cfg.transcript_path, enabled=cfg.record, t0=self._t0)
+        self._cloud = CloudSessions(
+            device,
+            cfg,
+            self.scheduler,
+            self.transcript,
+            self.events,
+            self.on_event,
+            t0=self._t0,
+            fire=self.fire,
+            apply=self._apply,
+            spawn=self._spawn,
+            running=lambda: self._started,
+            on_error=self._record_error,
+        )
+        self.dispatcher = CommandDispatcher(
+            device, self._on_command_effect, self.transcript, self.scheduler.now_fn()
+        )
+        self._tcp = TcpDeviceServer(
+            self.dispatcher, device, self.scheduler, self._record_error, self._on_accept
+        )
+        self._http = HttpDeviceServer(
+            self.dispatcher,
+            device,
+            routes_for(device.profile),
+            self.scheduler,
+            self._record_error,
+            self._on_accept,
+        )
 
     async def close(self) -> None:
         """Power off: stop listeners and timers, release the ports. Idempotent."""
