@@ -80,29 +80,8 @@ def create_client(
         raise InvalidRequest('Invalid "type" parameter: installed or web')
     scope = normalize_scope(scope)
     uri = _check_redirect_uri(type, redirect_uri)
-    if (
-        product_id is not None
-        and not conn.execute("SELECT 1 FROM products WHERE id = ?", (product_id,)).fetchone()
-    ):
-        raise NotFound("Product not found")
-    if (
-        owner_user_id is not None
-        and not conn.execute("SELECT 1 FROM users WHERE id = ?", (owner_user_id,)).fetchone()
-    ):
-        raise NotFound("User not found")
-    if client_id is None:
-        base = _slugify(name)
-        while True:
-            client_id = f"{base}-{secrets.token_hex(4)}"
-            if not conn.execute("SELECT 1 FROM clients WHERE id = ?", (client_id,)).fetchone():
-                break
-    else:
-        if not CLIENT_ID_RE.match(client_id):
-            raise InvalidRequest(
-                f"Invalid client id {client_id!r}: must match ^[a-z0-9-_]{{3,40}}$"
-            )
-        if conn.execute("SELECT 1 FROM clients WHERE id = ?", (client_id,)).fetchone():
-            raise InvalidRequest(f"Client {client_id!r} already exists")
+    _check_refs(conn, product_id, owner_user_id)
+    client_id = _client_id(conn, name, client_id)
     if secret is None:
         secret = hashing.new_client_secret()
         secret_hash = hashing.digest(secret)
@@ -117,6 +96,35 @@ def create_client(
     )
     row = conn.execute("SELECT * FROM clients WHERE id = ?", (client_id,)).fetchone()
     return client_dict(row), secret
+
+
+def _check_refs(conn: sqlite3.Connection, product_id: int | None, user_id: str | None) -> None:
+    """The product and the owning user a new client names must exist."""
+    if (
+        product_id is not None
+        and not conn.execute("SELECT 1 FROM products WHERE id = ?", (product_id,)).fetchone()
+    ):
+        raise NotFound("Product not found")
+    if (
+        user_id is not None
+        and not conn.execute("SELECT 1 FROM users WHERE id = ?", (user_id,)).fetchone()
+    ):
+        raise NotFound("User not found")
+
+
+def _client_id(conn: sqlite3.Connection, name: str, client_id: str | None) -> str:
+    """The given id, checked, or a fresh ``<slug of name>-<8 hex>``."""
+    if client_id is None:
+        base = _slugify(name)
+        while True:
+            client_id = f"{base}-{secrets.token_hex(4)}"
+            if not conn.execute("SELECT 1 FROM clients WHERE id = ?", (client_id,)).fetchone():
+                return client_id
+    if not CLIENT_ID_RE.match(client_id):
+        raise InvalidRequest(f"Invalid client id {client_id!r}: must match ^[a-z0-9-_]{{3,40}}$")
+    if conn.execute("SELECT 1 FROM clients WHERE id = ?", (client_id,)).fetchone():
+        raise InvalidRequest(f"Client {client_id!r} already exists")
+    return client_id
 
 
 def create_preset_client(

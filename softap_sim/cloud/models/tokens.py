@@ -40,6 +40,38 @@ def issue_tokens(
     90 days. The refresh token lives 14 days and is not issued for a never-expiring access
     token. Only SHA-256 digests are stored; each row's ``pair_hash`` names the other.
     """
+    lifetime, access_expires = _access_lifetime(expires_in, expires_at, now)
+    access = hashing.new_token()
+    access_hash = hashing.digest(access)
+    refresh = hashing.new_token() if with_refresh and access_expires is not None else None
+    refresh_hash = hashing.digest(refresh) if refresh is not None else None
+    owner = (client_id, user_id, customer_id, product_id, scope)
+    conn.execute(_INSERT, (access_hash, "access", *owner, access_expires, now, refresh_hash))
+    if refresh_hash is not None:
+        expires = now + REFRESH_TOKEN_LIFETIME_S
+        conn.execute(_INSERT, (refresh_hash, "refresh", *owner, expires, now, access_hash))
+    body: dict[str, Any] = {
+        "token_type": "bearer",
+        "access_token": access,
+        "expires_in": round(lifetime),
+    }
+    if refresh is not None:
+        body["refresh_token"] = refresh
+    if scope:
+        body["scope"] = scope
+    return body
+
+
+_INSERT = (
+    "INSERT INTO tokens (hash, kind, client_id, user_id, customer_id, product_id, scope, "
+    "expires_at, created_at, pair_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
+def _access_lifetime(
+    expires_in: int | None, expires_at: float | None, now: float
+) -> tuple[float, float | None]:
+    """(lifetime in seconds, expiry or None for never) from the request's two options."""
     if expires_in is not None and expires_at is not None:
         raise InvalidRequest("Send expires_in or expires_at, not both")
     if expires_at is not None:
@@ -55,55 +87,7 @@ def issue_tokens(
     else:
         lifetime = ACCESS_TOKEN_LIFETIME_S
         access_expires = now + ACCESS_TOKEN_LIFETIME_S
-    access = hashing.new_token()
-    access_hash = hashing.digest(access)
-    refresh = hashing.new_token() if with_refresh and access_expires is not None else None
-    refresh_hash = hashing.digest(refresh) if refresh is not None else None
-    insert = (
-        "INSERT INTO tokens (hash, kind, client_id, user_id, customer_id, product_id, scope, "
-        "expires_at, created_at, pair_hash) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
-    )
-    conn.execute(
-        insert,
-        (
-            access_hash,
-            "access",
-            client_id,
-            user_id,
-            customer_id,
-            product_id,
-            scope,
-            access_expires,
-            now,
-            refresh_hash,
-        ),
-    )
-    if refresh_hash is not None:
-        conn.execute(
-            insert,
-            (
-                refresh_hash,
-                "refresh",
-                client_id,
-                user_id,
-                customer_id,
-                product_id,
-                scope,
-                now + REFRESH_TOKEN_LIFETIME_S,
-                now,
-                access_hash,
-            ),
-        )
-    body: dict[str, Any] = {
-        "token_type": "bearer",
-        "access_token": access,
-        "expires_in": round(lifetime),
-    }
-    if refresh is not None:
-        body["refresh_token"] = refresh
-    if scope:
-        body["scope"] = scope
-    return body
+    return lifetime, access_expires
 
 
 def revoke_token(conn: sqlite3.Connection, token: str) -> bool:
