@@ -23,6 +23,7 @@ from softap_sim.errors import SimulatorError, StateError
 
 if TYPE_CHECKING:
     from softap_sim.cloud.backend import CloudBackend
+    from softap_sim.cloud.service import CloudService
 
 T = TypeVar("T")
 
@@ -156,7 +157,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
     await service.open()
     try:
         try:
-            server = await service.serve(args.host, args.port, allow_remote=args.public)
+            await service.serve(args.host, args.port, allow_remote=args.public)
         except ValueError as err:
             raise SimulatorError(str(err)) from None
         except OSError as err:
@@ -164,10 +165,9 @@ async def _serve_async(args: argparse.Namespace) -> int:
                 f"cannot listen on {args.host}:{args.port} ({err.strerror or err}); "
                 "pass --port 0 or stop the other program"
             ) from None
-        devices = None
         if not args.no_devices:
             try:
-                devices = await service.serve_devices(args.host, args.device_port)
+                await service.serve_devices(args.host, args.device_port)
             except OSError as err:
                 raise SimulatorError(
                     f"cannot serve the device endpoint on {args.host}:{args.device_port} "
@@ -176,21 +176,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
                 ) from None
         if service.created_credentials:
             print_credentials(service.created_credentials, service.credentials_path)
-        where = service.db.path or "in memory"
-        lines = [f"softap-sim cloud: REST API on {server.url} (database {where})"]
-        if devices is not None:
-            from softap_sim.cloud.service import SERVER_KEY_FILE
-
-            key = service.state_dir / SERVER_KEY_FILE if service.state_dir else "in memory"
-            lines += [
-                f"  devices    TCP {args.host}:{devices.port} (server key {key})",
-                f"  share it   softap-sim run --cloud {server.url} --cloud-token TOKEN  "
-                "(or fleet; TOKEN: a developer or product-client access token)",
-            ]
-        else:
-            lines.append("  devices    no device endpoint (--no-devices): devices stay offline")
-        lines.append("Press Ctrl-C to stop.")
-        print("\n".join(lines), flush=True)
+        print(_banner(service, args.host), flush=True)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
@@ -201,6 +187,25 @@ async def _serve_async(args: argparse.Namespace) -> int:
         await service.close()
     print("stopped", flush=True)
     return 0
+
+
+def _banner(service: CloudService, host: str) -> str:
+    from softap_sim.cloud.service import SERVER_KEY_FILE
+
+    assert service.server is not None
+    url = service.server.url
+    lines = [f"softap-sim cloud: REST API on {url} (database {service.db.path or 'in memory'})"]
+    if service.device_server is not None:
+        key = service.state_dir / SERVER_KEY_FILE if service.state_dir else "in memory"
+        lines += [
+            f"  devices    TCP {host}:{service.device_server.port} (server key {key})",
+            f"  share it   softap-sim run --cloud {url} --cloud-token TOKEN  "
+            "(or fleet; TOKEN: a developer or product-client access token)",
+        ]
+    else:
+        lines.append("  devices    no device endpoint (--no-devices): devices stay offline")
+    lines.append("Press Ctrl-C to stop.")
+    return "\n".join(lines)
 
 
 def _serve(args: argparse.Namespace) -> int:

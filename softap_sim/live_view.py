@@ -11,11 +11,13 @@ one when a device becomes claimed.
 
 Feeding it: :meth:`LiveView.attach` an emulator before it starts (its
 ``on_state_change`` callbacks give the state changes), or :meth:`LiveView.attach_fleet`
-a :class:`~softap_sim.fleet.Fleet` before ``fleet.start()``. The last command and the
-claimed flag are read when the view refreshes (and at every state change): the command
-from the tail of the device's transcript (``emu.transcript``; with recording off the
-view counts commands from ``emu.dispatcher.served`` and shows ``tcp #n`` instead of the
-name), the flag from the device's DCT.
+a :class:`~softap_sim.fleet.Fleet` before ``fleet.start()`` (or anything with its
+``on_device_created`` hooks, :class:`DeviceSource`: the view does not import the fleet,
+whose command line imports the view). The last command and the claimed flag are read
+when the view refreshes (and at every state change): the command from the tail of the
+device's transcript (``emu.transcript``; with recording off the view counts commands
+from ``emu.dispatcher.served`` and shows ``tcp #n`` instead of the name), the flag from
+the device's DCT.
 
 Usage::
 
@@ -34,18 +36,19 @@ import contextlib
 import logging
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar, Final, Self, TextIO
+from typing import TYPE_CHECKING, Any, ClassVar, Final, Protocol, Self, TextIO, TypeVar
 
 from firmware_model import StateChanged
 
 if TYPE_CHECKING:
     from rich.console import Console, JustifyMethod, RenderableType
     from rich.live import Live
+    from rich.table import Table
 
     from softap_sim.emulator import DeviceEmulator
-    from softap_sim.fleet import Fleet, FleetDevice
 
 #: seconds between redraws of the live display
 REFRESH_S: Final = 0.25
@@ -77,6 +80,28 @@ STATE_ORDER: Final = (
     "online",
     "faulted",
 )
+
+
+class FleetMember(Protocol):
+    """What the view reads of a fleet's device (:class:`~softap_sim.fleet.FleetDevice`)."""
+
+    @property
+    def index(self) -> int: ...
+    @property
+    def emulator(self) -> DeviceEmulator: ...
+    @property
+    def host(self) -> str: ...
+
+
+M = TypeVar("M", bound=FleetMember)
+
+
+class DeviceSource(Protocol[M]):
+    """What the view needs of a fleet (:class:`~softap_sim.fleet.Fleet`): a hook that is
+    called for each device before it starts."""
+
+    @property
+    def on_device_created(self) -> list[Callable[[M], None]]: ...
 
 
 @dataclass(slots=True)
@@ -171,10 +196,10 @@ class LiveView:
 
         emu.on_state_change.append(on_change)
 
-    def attach_fleet(self, fleet: Fleet) -> None:
+    def attach_fleet(self, fleet: DeviceSource[M]) -> None:
         """Follow every device of ``fleet``; call before ``fleet.start()``."""
 
-        def created(device: FleetDevice) -> None:
+        def created(device: M) -> None:
             self.attach(device.emulator, index=device.index, host=device.host)
 
         fleet.on_device_created.append(created)
@@ -283,7 +308,6 @@ class LiveView:
     def render(self, height: int | None = None) -> RenderableType:
         """The live display's content (also for tests)."""
         from rich.console import Group
-        from rich.table import Table
         from rich.text import Text
 
         parts: list[RenderableType] = []
@@ -308,6 +332,14 @@ class LiveView:
         if height is not None:
             used = (self.header.count("\n") + 1 if self.header else 0) + 2 + 5
             rows = rows[-max(1, height - used) :]
+        parts.append(self._table(rows))
+        return Group(*parts)
+
+    def _table(self, rows: list[Change]) -> Table:
+        """The "most recent changes" table, newest first."""
+        from rich.table import Table
+        from rich.text import Text
+
         table = Table(
             title="most recent changes", title_justify="left", expand=False, show_edge=False
         )
@@ -334,8 +366,7 @@ class LiveView:
                 c.last_command or "-",
                 "yes" if c.claimed else "no",
             )
-        parts.append(table)
-        return Group(*parts)
+        return table
 
     # -- running -----------------------------------------------------------------------
     async def __aenter__(self) -> Self:

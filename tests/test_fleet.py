@@ -33,14 +33,13 @@ from softap_sim.fleet import (
     DEVICES_DIR,
     Fleet,
     FleetScenario,
-    add_parser,
     choose_listeners,
     device_address,
-    fleet_main,
     load_fleet_scenario,
     loopback_aliases_work,
     plan_addresses,
 )
+from softap_sim.fleet.cli import add_parser, fleet_main
 from softap_sim.keypool import KeyPool, load_pool_key
 from softap_sim.listeners import shared_ports_supported
 from softap_sim.live_view import LiveView
@@ -163,7 +162,7 @@ def test_port_offset_plan_and_its_errors() -> None:
 def test_auto_falls_back_to_port_offsets_without_loopback_aliases(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr("softap_sim.fleet.loopback_aliases_work", lambda host: False)
+    monkeypatch.setattr("softap_sim.fleet.addresses.loopback_aliases_work", lambda host: False)
     mode, places = plan_addresses(2)
     assert mode == "port-offset"
     assert [p.tcp_port for p in places] == [5609, 5610]
@@ -281,7 +280,7 @@ async def test_a_shared_port_taken_on_any_loopback_address_is_one_clear_error(
 
 
 def test_listener_choice(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("softap_sim.fleet.nofile_hard_limit", lambda: 20_000)
+    monkeypatch.setattr("softap_sim.fleet.addresses.nofile_hard_limit", lambda: 20_000)
     assert choose_listeners("auto", "loopback", 10) == "per-device"
     assert choose_listeners("per-device", "loopback", 10) == "per-device"
     assert choose_listeners("auto", "port-offset", 10) == "per-device"
@@ -303,7 +302,7 @@ def test_listener_choice(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_auto_takes_shared_listeners_when_descriptors_run_short(
     pool_dir: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("softap_sim.fleet.nofile_hard_limit", lambda: 1000)
+    monkeypatch.setattr("softap_sim.fleet.addresses.nofile_hard_limit", lambda: 1000)
     async with Fleet(3, key_pool=KeyPool(pool_dir), tcp_port=0, http_port=0) as fleet:
         assert fleet.listeners == "shared"
         for device in fleet:

@@ -23,7 +23,7 @@ from softap_sim.cloud.app import CloudServer
 from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
 from softap_sim.cloud.device_server import DeviceServer
-from softap_sim.errors import StateError
+from softap_sim.errors import SimulatorError, StateError
 
 DB_FILE = "cloud.sqlite3"
 CREDENTIALS_FILE = "cloud-credentials.json"
@@ -153,3 +153,35 @@ class CloudService:
             await self.server.close()
             self.server = None
         await self.db.close()
+
+
+async def start_cloud(
+    state_dir: Path | None,
+    host: str,
+    port: int,
+    device_port: int,
+    *,
+    allow_remote: bool = False,
+) -> CloudService:
+    """The embedded cloud of ``run`` and ``fleet``, serving: REST API and device endpoint.
+
+    One start-up for both commands, so both fail alike: a refused host or a port in use
+    is a :class:`SimulatorError` naming the options that get round it, after the
+    half-started service is closed again.
+    """
+    service = CloudService(state_dir)
+    await service.open()
+    try:
+        await service.serve(host, port, allow_remote=allow_remote)
+        await service.serve_devices(host, device_port)
+    except ValueError as err:
+        await service.close()
+        raise SimulatorError(str(err)) from None
+    except OSError as err:
+        await service.close()
+        raise SimulatorError(
+            f"cannot start the cloud on {host} (REST {port}, devices "
+            f"{device_port}): {err.strerror or err}; pass --cloud-port 0 "
+            "--cloud-device-port 0, or --no-cloud"
+        ) from None
+    return service
