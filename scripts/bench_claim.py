@@ -100,7 +100,6 @@ import logging
 import os
 import random
 import resource
-import signal
 import statistics
 import sys
 import time
@@ -114,17 +113,20 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchlib import (  # noqa: E402
+    AsyncChild,
     BenchError,
     LagMonitor,
-    child_env,
     customer_tokens,
+    leave_sigint_to_parent,
     listen_overflows,
     memory_mib,
     positive_float,
     positive_int,
-    process_cpu_s,
     quantile,
-    stop_child,
+    raise_nofile,
+    read_pipe,
+    run_main,
+    show_report,
 )
 from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
@@ -184,17 +186,6 @@ def _spread_ms(values: list[float]) -> dict[str, Any]:
         "max_ms": ordered[-1] * 1e3,
         "mean_ms": statistics.fmean(ordered) * 1e3,
     }
-
-
-def raise_nofile(needed: int) -> dict[str, int]:
-    """Raise the soft open-files limit towards ``needed`` (at most the hard limit)."""
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    if soft != resource.RLIM_INFINITY and soft < needed:
-        target = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-        with contextlib.suppress(ValueError, OSError):
-            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
-        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return {"soft": int(soft), "hard": int(hard)}
 
 
 class LogCounter(logging.Handler):
@@ -324,8 +315,7 @@ async def _serve_cloud(args: argparse.Namespace) -> None:
     try:
         info = await host.start()
         emit({"reply": {"pid": os.getpid(), **info}})
-        reader = asyncio.StreamReader(limit=PIPE_LIMIT)
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = await read_pipe(limit=PIPE_LIMIT)
         if profiler is not None:
             profiler.enable()
         while line := await reader.readline():
@@ -349,8 +339,7 @@ async def _serve_cloud(args: argparse.Namespace) -> None:
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_sigint_to_parent()
     event_loop.run(_serve_cloud(args), args.loop)
     return 0
 
@@ -358,39 +347,29 @@ def serve_main(args: argparse.Namespace) -> int:
 # ==================================================================================
 # bench side: the cloud process
 # ==================================================================================
-class CloudProcess:
-    """A ``--serve-cloud`` child: JSON-line requests, replies and confirm events."""
+class CloudProcess(AsyncChild):
+    """A ``--serve-cloud`` child: JSON-line requests, replies and confirm events.
+
+    A reader task sorts its stdout: ``confirm`` events go to ``on_confirm`` as they come,
+    replies to the request waiting for them.
+    """
 
     def __init__(self, argv: list[str]) -> None:
-        self._argv = argv
-        self._proc: asyncio.subprocess.Process | None = None
+        super().__init__("the cloud process", argv, limit=PIPE_LIMIT)
         self._replies: asyncio.Queue[Any] = asyncio.Queue()
         self._reader: asyncio.Task[None] | None = None
         self.on_confirm: Callable[[str, float], None] | None = None
-        self.info: dict[str, Any] = {}
 
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    async def start(self) -> dict[str, Any]:
-        env = child_env(str(REPO_ROOT))
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=env,
-            limit=PIPE_LIMIT,
-        )
+    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        await self.spawn()
         self._reader = asyncio.create_task(self._read())
-        self.info = await self._reply(READY_TIMEOUT_S, "announce itself")
+        self.info = await self._reply(timeout_s, "announce itself")
         return self.info
 
     async def _read(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        while line := await self._proc.stdout.readline():
+        assert self.proc is not None
+        assert self.proc.stdout is not None
+        while line := await self.proc.stdout.readline():
             data = json.loads(line)
             if data.get("event") == "confirm":
                 if self.on_confirm is not None:
@@ -405,29 +384,21 @@ class CloudProcess:
         except TimeoutError:
             raise BenchError(f"the cloud process did not {what} within {limit_s} s") from None
         if reply is None:
-            raise BenchError(f"the cloud process exited before it could {what}")
+            raise BenchError(await self.exit_message(what))
         if isinstance(reply, dict) and "error" in reply:
             raise BenchError(f"the cloud process: {reply['error']}")
         return reply
 
     async def request(self, op: str, **params: Any) -> Any:
-        assert self._proc is not None
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(json.dumps({"op": op, **params}).encode() + b"\n")
-        await self._proc.stdin.drain()
+        await self.send_line(json.dumps({"op": op, **params}).encode() + b"\n")
         return await self._reply(CONTROL_TIMEOUT_S, f"answer {op}")
 
-    def cpu_s(self) -> float:
-        return process_cpu_s(self.pid)
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        await stop_child(proc, STOP_TIMEOUT_S)
+    async def stop(self, grace_s: float = STOP_TIMEOUT_S) -> int | None:
+        code = await super().stop(grace_s)
         if self._reader is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._reader, 2.0)
+        return code
 
 
 SCRIPT: Final = str(Path(__file__).resolve())
@@ -718,9 +689,9 @@ def measure_rsa_floor(reps: int) -> dict[str, Any]:
             op()
             times.append(time.perf_counter() - t)
         out[name] = statistics.median(times) * 1e3
-    out["per_handshake_ms"] = out["server_decrypt_ms"] + out["server_sign_ms"] + out[
-        "device_decrypt_ms"
-    ]
+    out["per_handshake_ms"] = (
+        out["server_decrypt_ms"] + out["server_sign_ms"] + out["device_decrypt_ms"]
+    )
     return out
 
 
@@ -1186,20 +1157,14 @@ def main(argv: list[str] | None = None) -> int:
     if args.serve_cloud:
         return serve_main(args)
     DEVICE_LOGS = install_log_counter(cloud=False)
-    try:
+
+    def run() -> int:
         report = event_loop.run(run_benchmark(args), args.loop)
-    except BenchError as err:
-        print(f"bench_claim: set-up failed: {err}", file=sys.stderr)
-        return 2
-    missed = judge(report, args)
-    report["missed"] = missed
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report, missed)
-    if args.enforce and missed:
-        return 1
-    return 0
+        missed = judge(report, args)
+        show_report(report, missed, as_json=args.json, table=print_table)
+        return 1 if args.enforce and missed else 0
+
+    return run_main("bench_claim", run, label="set-up failed")
 
 
 if __name__ == "__main__":

@@ -77,11 +77,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
 import os
 import secrets
-import signal
 import sys
 import tempfile
 import threading
@@ -94,19 +92,21 @@ from typing import Any, Final
 import aiohttp
 from aiohttp import web
 from benchlib import (
-    CLK_TCK,
+    AsyncChild,
     BenchError,
     LagMonitor,
-    child_env,
+    announce,
+    leave_sigint_to_parent,
     positive_float,
     positive_int,
     quantile,
-    stop_child,
+    read_pipe,
+    run_main,
+    show_report,
 )
 
 from softap_sim import event_loop
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 60.0
 CONTROL_TIMEOUT_S: Final = 10.0
@@ -199,23 +199,17 @@ async def _serve(
         info = await _start_bare(closers)
     monitor.start()
     info["pid"] = os.getpid()
-    _emit(info)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    announce(info)
+    reader = await read_pipe()
     try:
         while line := await reader.readline():
             command = line.decode().strip()
             if command == "mark":  # end of a window: report and restart the counters
-                _emit({"lag": monitor.take(), **db_timer.take(), **loop_timer.take()})
+                announce({"lag": monitor.take(), **db_timer.take(), **loop_timer.take()})
     finally:
         monitor.stop()
         for close in reversed(closers):
             await close()
-
-
-def _emit(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data) + "\n")
-    sys.stdout.flush()
 
 
 async def _start_ours(
@@ -303,8 +297,7 @@ async def _start_bare(closers: list[Callable[[], Awaitable[None]]]) -> dict[str,
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    leave_sigint_to_parent()
     event_loop.run(
         _serve(args.serve, args.state_dir, args.concurrency, args.tick_ms, args.what_if_role),
         args.loop,
@@ -315,75 +308,17 @@ def serve_main(args: argparse.Namespace) -> int:
 # ==================================================================================
 # main side: server processes
 # ==================================================================================
-@dataclass(frozen=True)
-class CpuSample:
-    """CPU seconds of one process (all threads): schedstat if available, else ticks."""
+class ServerProcess(AsyncChild):
+    """A ``--serve ROLE`` child; ``mark`` ends a window and returns its counters."""
 
-    seconds: float
-
-    @classmethod
-    def of(cls, pid: int) -> CpuSample:
-        try:
-            total = 0.0
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                    total += int((task / "schedstat").read_text().split()[0]) / 1e9
-            return cls(total)
-        except (OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            return cls((int(fields[11]) + int(fields[12])) / CLK_TCK)
-
-
-class ServerProcess:
     def __init__(self, role: str, argv: list[str]) -> None:
+        super().__init__(f"{role} server", argv)
         self.role = role
-        self._argv = argv
-        self._proc: asyncio.subprocess.Process | None = None
-        self.info: dict[str, Any] = {}
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    async def start(self) -> dict[str, Any]:
-        env = child_env(str(REPO_ROOT))
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
-        )
-        self.info = await self._read(READY_TIMEOUT_S, "announce itself")
-        return self.info
-
-    async def _read(self, limit_s: float, what: str) -> dict[str, Any]:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), limit_s)
-        except TimeoutError:
-            raise BenchError(f"{self.role} server did not {what} within {limit_s} s") from None
-        if not line:
-            code = await self._proc.wait()
-            raise BenchError(f"{self.role} server exited (status {code}) before it could {what}")
-        data: dict[str, Any] = json.loads(line)
-        return data
 
     async def mark(self) -> dict[str, Any]:
         """End a window: the server's loop-lag and database counters since the last mark."""
-        assert self._proc is not None
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(b"mark\n")
-        await self._proc.stdin.drain()
-        return await self._read(CONTROL_TIMEOUT_S, "report its counters")
-
-    def cpu(self) -> float:
-        return CpuSample.of(self.pid).seconds
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        await stop_child(proc, STOP_TIMEOUT_S)
+        await self.send_line(b"mark\n")
+        return await self.read_json(CONTROL_TIMEOUT_S, "report its counters")
 
 
 # ==================================================================================
@@ -551,11 +486,11 @@ async def run_window(
                 window.errors += 1
                 window.first_error = window.first_error or why
 
-    cpu0 = server.cpu()
+    cpu0 = server.cpu_s()
     t0 = time.perf_counter()
     await asyncio.gather(*(worker(i, s) for i, s in enumerate(sessions)))
     window.elapsed_s = time.perf_counter() - t0
-    window.cpu_s = server.cpu() - cpu0
+    window.cpu_s = server.cpu_s() - cpu0
     window.server = await server.mark()
     return window
 
@@ -600,13 +535,22 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             state.mkdir()
             servers[what_if] = ServerProcess(
                 what_if,
-                [sys.executable, script, "--serve", "ours", "--state-dir", str(state), *common,
-                 "--what-if-role", what_if],
+                [
+                    sys.executable,
+                    script,
+                    "--serve",
+                    "ours",
+                    "--state-dir",
+                    str(state),
+                    *common,
+                    "--what-if-role",
+                    what_if,
+                ],
             )
         roles = list(servers)
         try:
             for server in servers.values():
-                await server.start()
+                await server.start(READY_TIMEOUT_S)
             tokens = {
                 role: await customer_tokens(s.info, args.concurrency) for role, s in servers.items()
             }
@@ -644,7 +588,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             }
         finally:
             for server in servers.values():
-                await server.stop()
+                await server.stop(STOP_TIMEOUT_S)
     return {
         "config": {
             "concurrency": args.concurrency,
@@ -827,17 +771,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve_main(args)
-    try:
-        report = asyncio.run(run_benchmark(args))
-    except BenchError as err:
-        print(f"bench_cloud: set-up failed: {err}", file=sys.stderr)
-        return 2
+    return run_main("bench_cloud", lambda: report_main(args), label="set-up failed")
+
+
+def report_main(args: argparse.Namespace) -> int:
+    report = asyncio.run(run_benchmark(args))
     missed = judge(report, args)
-    report["missed"] = missed
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report, missed, args)
+    show_report(report, missed, as_json=args.json, table=lambda r, m: print_table(r, m, args))
     if any(
         res[role]["errors"]
         for res in report["results"].values()
