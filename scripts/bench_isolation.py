@@ -53,12 +53,6 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 import aiohttp  # noqa: E402
-from bench_claim import (  # noqa: E402
-    HandshakeFailed,
-    device_handshake,
-    make_key_pool,
-    public_pems,
-)
 from benchlib import (  # noqa: E402
     AsyncChild,
     BenchError,
@@ -69,6 +63,12 @@ from benchlib import (  # noqa: E402
     read_pipe,
     run_main,
     show_report,
+)
+from claim_handshakes import (  # noqa: E402
+    HandshakeFailed,
+    device_handshake,
+    make_key_pool,
+    public_pems,
 )
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
