@@ -46,6 +46,26 @@ def _load_powmod() -> Callable[[int, int, int], int]:
 
 
 _powmod = _load_powmod()
+#: what :func:`use_powmod` accepts
+POWMOD_BACKENDS = ("auto", "gmp", "builtin")
+
+
+def use_powmod(backend: str = "auto") -> str:
+    """Choose the modular exponentiation of the RSA private operation; returns the choice.
+
+    ``auto`` (the choice at import): GMP when gmpy2 is installed, else the builtin ``pow``;
+    ``gmp`` (:class:`ImportError` without gmpy2); ``builtin``. A knob for measuring what
+    gmpy2 buys (scripts/bench_setup.py ``--what-if python-rsa``) in one process: every
+    private operation looks the function up anew.
+    """
+    global _powmod
+    if backend not in POWMOD_BACKENDS:
+        raise ValueError(f"unknown powmod backend {backend!r}; choose from {POWMOD_BACKENDS}")
+    chosen = pow if backend == "builtin" else _load_powmod()
+    if backend == "gmp" and chosen is pow:
+        raise ImportError("the gmp powmod backend needs gmpy2")
+    _powmod = chosen
+    return "builtin" if chosen is pow else "gmp"
 
 # mbedTLS 2.x error codes
 MBEDTLS_ERR_RSA_BAD_INPUT_DATA = -0x4080

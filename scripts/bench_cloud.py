@@ -77,509 +77,33 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
-import json
 import os
-import secrets
-import signal
 import sys
 import tempfile
-import threading
-import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Final
 
 import aiohttp
-from aiohttp import web
 from benchlib import (
-    CLK_TCK,
-    BenchError,
-    LagMonitor,
-    child_env,
     positive_float,
     positive_int,
-    quantile,
-    stop_child,
+    run_main,
+    show_report,
+)
+from cloud_load import OPERATIONS, REQUEST_TIMEOUT_S, Window, customer_tokens, run_window
+from cloud_servers import (
+    READY_TIMEOUT_S,
+    ROLES,
+    STOP_TIMEOUT_S,
+    WHAT_IFS,
+    ServerProcess,
+    serve_main,
 )
 
 from softap_sim import event_loop
 
-REPO_ROOT: Final = Path(__file__).resolve().parent.parent
-HOST: Final = "127.0.0.1"
-READY_TIMEOUT_S: Final = 60.0
-CONTROL_TIMEOUT_S: Final = 10.0
-STOP_TIMEOUT_S: Final = 10.0
-REQUEST_TIMEOUT_S: Final = 30.0
-OPERATIONS: Final = ("password", "client_credentials", "claim_code")
 #: operations without a password KDF: the ones --min-ratio applies to
 KDF_FREE: Final = ("client_credentials", "claim_code")
-ROLES: Final = ("ours", "bare")
-#: ``--what-if`` variants of our server, measured as extra roles in the same run
-WHAT_IFS: Final = {
-    "no-group-commit": "every database job in a transaction of its own (max_batch=1)",
-    "no-caches": "every request looks its token and client up in the database",
-    "no-group-commit+no-caches": "both of the above: the shape of the cloud before issue 10",
-}
-PRODUCT_SLUG: Final = "bench-product"
-CUSTOMER_PASSWORD: Final = "bench-password-1"  # a throwaway value in a temp database
-
-
-# ==================================================================================
-# server side (--serve ROLE)
-# ==================================================================================
-def _loop_thread_schedstat() -> tuple[float, float]:
-    """(CPU seconds, seconds waiting for a CPU) of the calling thread, from schedstat."""
-    try:
-        path = Path(f"/proc/self/task/{threading.get_native_id()}/schedstat")
-        run_ns, wait_ns, _slices = path.read_text().split()[:3]
-    except (OSError, ValueError):
-        return 0.0, 0.0
-    return int(run_ns) / 1e9, int(wait_ns) / 1e9
-
-
-@dataclass
-class LoopThreadTimer:
-    """CPU time of the event-loop thread, and its time runnable but waiting for a CPU.
-
-    A loop lag with a large run-queue wait is CPU contention (other threads or
-    processes held every core), not a blocking call on the loop.
-    """
-
-    last: tuple[float, float] = field(default_factory=_loop_thread_schedstat)
-
-    def take(self) -> dict[str, Any]:
-        now = _loop_thread_schedstat()
-        run, wait = now[0] - self.last[0], now[1] - self.last[1]
-        self.last = now
-        return {"loop_cpu_s": run, "loop_runqueue_wait_s": wait}
-
-
-@dataclass
-class DbTimer:
-    """Wall time the database worker spends in transactions (off the loop), from the
-    database's own counters (``Database.stats``): since the last ``take``."""
-
-    stats: Any = None
-    _seen: tuple[float, int, int] = (0.0, 0, 0)
-
-    def take(self) -> dict[str, Any]:
-        if self.stats is None:
-            return {"db_busy_s": 0.0, "db_transactions": 0, "db_jobs": 0}
-        now = (self.stats.busy_s, self.stats.transactions, self.stats.jobs)
-        busy, transactions, jobs = (a - b for a, b in zip(now, self._seen, strict=True))
-        self._seen = now
-        return {"db_busy_s": busy, "db_transactions": transactions, "db_jobs": jobs}
-
-
-def _apply_what_if(service: Any, what_if: str) -> None:
-    """Turn one of this run's improvements off in our server (``--what-if``)."""
-    from softap_sim.cloud import backend
-
-    parts = set(what_if.split("+"))
-    if "no-group-commit" in parts:
-        service.db.max_batch = 1
-    if "no-caches" in parts:
-        backend.PRINCIPAL_CACHE_TTL_S = 0.0  # every cached token / client is already stale
-
-
-async def _serve(
-    role: str, state_dir: str | None, concurrency: int, tick_ms: float, what_if: str | None
-) -> None:
-    loop = asyncio.get_running_loop()
-    monitor = LagMonitor(loop, tick_ms / 1e3)
-    db_timer = DbTimer()
-    loop_timer = LoopThreadTimer()
-    closers: list[Callable[[], Awaitable[None]]] = []
-    if role == "ours":
-        assert state_dir is not None
-        info = await _start_ours(Path(state_dir), concurrency, db_timer, closers, what_if)
-    else:
-        info = await _start_bare(closers)
-    monitor.start()
-    info["pid"] = os.getpid()
-    _emit(info)
-    reader = asyncio.StreamReader()
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
-    try:
-        while line := await reader.readline():
-            command = line.decode().strip()
-            if command == "mark":  # end of a window: report and restart the counters
-                _emit({"lag": monitor.take(), **db_timer.take(), **loop_timer.take()})
-    finally:
-        monitor.stop()
-        for close in reversed(closers):
-            await close()
-
-
-def _emit(data: dict[str, Any]) -> None:
-    sys.stdout.write(json.dumps(data) + "\n")
-    sys.stdout.flush()
-
-
-async def _start_ours(
-    state_dir: Path,
-    concurrency: int,
-    db_timer: DbTimer,
-    closers: list[Callable[[], Awaitable[None]]],
-    what_if: str | None = None,
-) -> dict[str, Any]:
-    from softap_sim.cloud.service import CloudService
-
-    service = CloudService(state_dir)
-    await service.open()
-    closers.append(service.close)
-    if what_if:
-        _apply_what_if(service, what_if)
-    db_timer.stats = service.db.stats
-    emails = [f"bench-{i}@example.com" for i in range(concurrency)]
-
-    created = service.created_credentials
-    if created is None:
-        raise BenchError(f"{state_dir} was not a fresh state directory")
-    product_id = int(created["product"]["id"])
-
-    client_id = str(created["client"]["id"])
-    await service.backend.create_customers_with_tokens(
-        product_id, client_id, emails, CUSTOMER_PASSWORD
-    )
-    creds = {
-        "product": created["product"]["slug"],
-        "client_id": client_id,
-        "client_secret": created["client"]["secret"],
-    }
-    db_timer.take()
-    server = await service.serve(HOST, 0)
-    return {"role": "ours", "url": server.url, "customers": emails, **creds}
-
-
-async def _start_bare(closers: list[Callable[[], Awaitable[None]]]) -> dict[str, Any]:
-    """Same routes, same request parsing, same reply shapes; nothing else."""
-
-    async def token(request: web.Request) -> web.Response:
-        form = await request.post()
-        grant = form.get("grant_type")
-        if grant not in ("password", "client_credentials", "refresh_token"):
-            return web.json_response(
-                {"error": "invalid_request", "error_description": "bad grant_type"}, status=400
-            )
-        body: dict[str, Any] = {
-            "token_type": "bearer",
-            "access_token": secrets.token_hex(20),
-            "expires_in": 7_776_000,
-            "refresh_token": secrets.token_hex(20),
-        }
-        if form.get("scope"):
-            body["scope"] = form["scope"]
-        return web.json_response(body, headers={"Cache-Control": "no-store", "Pragma": "no-cache"})
-
-    async def claim(request: web.Request) -> web.Response:
-        if not request.headers.get("Authorization", "").startswith("Bearer "):
-            return web.json_response(
-                {"error": "invalid_request", "error_description": "no token"}, status=400
-            )
-        json.loads(await request.read() or b"{}")
-        code = secrets.token_urlsafe(48)[:63]
-        return web.json_response({"claim_code": code, "device_ids": []})
-
-    app = web.Application()
-    app.router.add_post("/oauth/token", token)
-    app.router.add_post("/v1/products/{product}/device_claims", claim)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, HOST, 0)
-    await site.start()
-    closers.append(runner.cleanup)
-    port = runner.addresses[0][1]
-    return {
-        "role": "bare",
-        "url": f"http://{HOST}:{port}",
-        "product": PRODUCT_SLUG,
-        "client_id": "bare-client",
-        "client_secret": "bare-secret",
-        "customers": [f"bench-{i}@example.com" for i in range(1000)],
-    }
-
-
-def serve_main(args: argparse.Namespace) -> int:
-    # Ctrl-C in the terminal reaches the whole process group: leave shutdown to the parent
-    signal.signal(signal.SIGINT, signal.SIG_IGN)
-    event_loop.run(
-        _serve(args.serve, args.state_dir, args.concurrency, args.tick_ms, args.what_if_role),
-        args.loop,
-    )
-    return 0
-
-
-# ==================================================================================
-# main side: server processes
-# ==================================================================================
-@dataclass(frozen=True)
-class CpuSample:
-    """CPU seconds of one process (all threads): schedstat if available, else ticks."""
-
-    seconds: float
-
-    @classmethod
-    def of(cls, pid: int) -> CpuSample:
-        try:
-            total = 0.0
-            for task in Path(f"/proc/{pid}/task").iterdir():
-                with contextlib.suppress(FileNotFoundError):  # a thread that just ended
-                    total += int((task / "schedstat").read_text().split()[0]) / 1e9
-            return cls(total)
-        except (OSError, ValueError, IndexError):
-            stat = Path(f"/proc/{pid}/stat").read_text()
-            fields = stat[stat.rindex(")") + 2 :].split()
-            return cls((int(fields[11]) + int(fields[12])) / CLK_TCK)
-
-
-class ServerProcess:
-    def __init__(self, role: str, argv: list[str]) -> None:
-        self.role = role
-        self._argv = argv
-        self._proc: asyncio.subprocess.Process | None = None
-        self.info: dict[str, Any] = {}
-
-    @property
-    def pid(self) -> int:
-        assert self._proc is not None
-        return self._proc.pid
-
-    async def start(self) -> dict[str, Any]:
-        env = child_env(str(REPO_ROOT))
-        self._proc = await asyncio.create_subprocess_exec(
-            *self._argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, env=env
-        )
-        self.info = await self._read(READY_TIMEOUT_S, "announce itself")
-        return self.info
-
-    async def _read(self, limit_s: float, what: str) -> dict[str, Any]:
-        assert self._proc is not None
-        assert self._proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self._proc.stdout.readline(), limit_s)
-        except TimeoutError:
-            raise BenchError(f"{self.role} server did not {what} within {limit_s} s") from None
-        if not line:
-            code = await self._proc.wait()
-            raise BenchError(f"{self.role} server exited (status {code}) before it could {what}")
-        data: dict[str, Any] = json.loads(line)
-        return data
-
-    async def mark(self) -> dict[str, Any]:
-        """End a window: the server's loop-lag and database counters since the last mark."""
-        assert self._proc is not None
-        assert self._proc.stdin is not None
-        self._proc.stdin.write(b"mark\n")
-        await self._proc.stdin.drain()
-        return await self._read(CONTROL_TIMEOUT_S, "report its counters")
-
-    def cpu(self) -> float:
-        return CpuSample.of(self.pid).seconds
-
-    async def stop(self) -> None:
-        proc, self._proc = self._proc, None
-        if proc is None:
-            return
-        await stop_child(proc, STOP_TIMEOUT_S)
-
-
-# ==================================================================================
-# main side: load
-# ==================================================================================
-@dataclass
-class Window:
-    op: str
-    role: str
-    requests: int = 0
-    errors: int = 0
-    first_error: str | None = None
-    elapsed_s: float = 0.0
-    latencies: list[float] = field(default_factory=list)
-    cpu_s: float = 0.0
-    server: dict[str, Any] = field(default_factory=dict)
-
-    def merge(self, other: Window) -> Window:
-        """Two windows of the same (operation, server) as one."""
-        server: dict[str, Any] = {}
-        for key in (
-            "db_busy_s",
-            "db_transactions",
-            "db_jobs",
-            "loop_cpu_s",
-            "loop_runqueue_wait_s",
-        ):
-            if key in self.server or key in other.server:
-                server[key] = self.server.get(key, 0) + other.server.get(key, 0)
-        lags = [w.server.get("lag", {}) for w in (self, other)]
-        server["lag"] = {
-            "max_ms": max(lag.get("max_ms", 0.0) for lag in lags),
-            # the p99 of the merged window is not known exactly: keep the worse one
-            "p99_ms": max(lag.get("p99_ms", 0.0) for lag in lags),
-        }
-        return Window(
-            self.op,
-            self.role,
-            self.requests + other.requests,
-            self.errors + other.errors,
-            self.first_error or other.first_error,
-            self.elapsed_s + other.elapsed_s,
-            self.latencies + other.latencies,
-            self.cpu_s + other.cpu_s,
-            server,
-        )
-
-    def summary(self) -> dict[str, Any]:
-        ordered = sorted(self.latencies)
-        ok = len(ordered)
-        lag = self.server.get("lag", {})
-        db_busy = self.server.get("db_busy_s")
-        return {
-            "requests": self.requests,
-            "errors": self.errors,
-            "first_error": self.first_error,
-            "seconds": self.elapsed_s,
-            "ops_per_s": ok / self.elapsed_s if self.elapsed_s > 0 else 0.0,
-            "p50_ms": quantile(ordered, 0.50) * 1e3 if ordered else None,
-            "p99_ms": quantile(ordered, 0.99) * 1e3 if ordered else None,
-            "max_ms": ordered[-1] * 1e3 if ordered else None,
-            "cpu_ms_per_op": self.cpu_s / self.requests * 1e3 if self.requests else None,
-            "loop_lag_max_ms": lag.get("max_ms"),
-            "loop_lag_p99_ms": lag.get("p99_ms"),
-            "db_ms_per_op": _per_op(db_busy, self.requests),
-            "loop_cpu_ms_per_op": _per_op(self.server.get("loop_cpu_s"), self.requests),
-            "loop_runqueue_wait_s": self.server.get("loop_runqueue_wait_s"),
-            "db_transactions_per_op": (
-                self.server["db_transactions"] / self.requests
-                if "db_transactions" in self.server and self.requests
-                else None
-            ),
-        }
-
-
-def _per_op(seconds: float | None, requests: int) -> float | None:
-    return seconds / requests * 1e3 if seconds is not None and requests else None
-
-
-RequestFn = Callable[[aiohttp.ClientSession, int], Awaitable[tuple[int, Any]]]
-
-
-def _request_fn(op: str, info: dict[str, Any], tokens: list[str]) -> RequestFn:
-    base = info["url"]
-    product = info["product"]
-    client = {"client_id": info["client_id"], "client_secret": info["client_secret"]}
-    customers: list[str] = info["customers"]
-
-    async def password(session: aiohttp.ClientSession, worker: int) -> tuple[int, Any]:
-        form = {
-            "username": customers[worker % len(customers)],
-            "password": CUSTOMER_PASSWORD,
-            "grant_type": "password",
-            **client,
-            "expires_in": "7776000",
-        }
-        async with session.post(f"{base}/oauth/token", data=form) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def client_credentials(session: aiohttp.ClientSession, worker: int) -> tuple[int, Any]:
-        form = {
-            "grant_type": "client_credentials",
-            "scope": f"customer={customers[worker % len(customers)]}",
-            **client,
-        }
-        async with session.post(f"{base}/oauth/token", data=form) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    async def claim_code(session: aiohttp.ClientSession, worker: int) -> tuple[int, Any]:
-        headers = {"Authorization": f"Bearer {tokens[worker % len(tokens)]}"}
-        async with session.post(
-            f"{base}/v1/products/{product}/device_claims", json={}, headers=headers
-        ) as resp:
-            return resp.status, await resp.json(content_type=None)
-
-    fns: dict[str, RequestFn] = {
-        "password": password,
-        "client_credentials": client_credentials,
-        "claim_code": claim_code,
-    }
-    return fns[op]
-
-
-def _check(op: str, status: int, body: Any) -> str | None:
-    if status != 200 or not isinstance(body, dict):
-        return f"HTTP {status}: {json.dumps(body)[:200]}"
-    key = "claim_code" if op == "claim_code" else "access_token"
-    if not isinstance(body.get(key), str):
-        return f"no {key} in {json.dumps(body)[:200]}"
-    return None
-
-
-async def run_window(
-    server: ServerProcess,
-    op: str,
-    sessions: list[aiohttp.ClientSession],
-    tokens: list[str],
-    budget: int,
-    duration_s: float,
-) -> Window:
-    window = Window(op, server.role)
-    send = _request_fn(op, server.info, tokens)
-    for i, session in enumerate(sessions):  # warm-up: one request per connection
-        status, body = await send(session, i)
-        if (why := _check(op, status, body)) is not None:
-            raise BenchError(f"{server.role} {op}: warm-up request failed: {why}")
-    await server.mark()
-    left = budget
-    deadline = time.monotonic() + duration_s
-
-    async def worker(i: int, session: aiohttp.ClientSession) -> None:
-        nonlocal left
-        while left > 0 and time.monotonic() < deadline:
-            left -= 1
-            started = time.perf_counter()
-            try:
-                status, body = await send(session, i)
-                why = _check(op, status, body)
-            except (aiohttp.ClientError, TimeoutError, ValueError) as err:
-                why = f"{type(err).__name__}: {err}"
-            window.requests += 1
-            if why is None:
-                window.latencies.append(time.perf_counter() - started)
-            else:
-                window.errors += 1
-                window.first_error = window.first_error or why
-
-    cpu0 = server.cpu()
-    t0 = time.perf_counter()
-    await asyncio.gather(*(worker(i, s) for i, s in enumerate(sessions)))
-    window.elapsed_s = time.perf_counter() - t0
-    window.cpu_s = server.cpu() - cpu0
-    window.server = await server.mark()
-    return window
-
-
-async def customer_tokens(info: dict[str, Any], count: int) -> list[str]:
-    """One customer-scoped token per worker (client_credentials, scope=customer=...)."""
-    tokens = []
-    async with aiohttp.ClientSession() as session:
-        for i in range(count):
-            email = info["customers"][i % len(info["customers"])]
-            form = {
-                "grant_type": "client_credentials",
-                "scope": f"customer={email}",
-                "client_id": info["client_id"],
-                "client_secret": info["client_secret"],
-            }
-            async with session.post(f"{info['url']}/oauth/token", data=form) as resp:
-                body = await resp.json(content_type=None)
-                if resp.status != 200:
-                    raise BenchError(f"{info['role']}: customer token: HTTP {resp.status} {body}")
-                tokens.append(body["access_token"])
-    return tokens
-
-
 SCRIPT: Final = str(Path(__file__).resolve())
 
 
@@ -600,13 +124,22 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             state.mkdir()
             servers[what_if] = ServerProcess(
                 what_if,
-                [sys.executable, script, "--serve", "ours", "--state-dir", str(state), *common,
-                 "--what-if-role", what_if],
+                [
+                    sys.executable,
+                    script,
+                    "--serve",
+                    "ours",
+                    "--state-dir",
+                    str(state),
+                    *common,
+                    "--what-if-role",
+                    what_if,
+                ],
             )
         roles = list(servers)
         try:
             for server in servers.values():
-                await server.start()
+                await server.start(READY_TIMEOUT_S)
             tokens = {
                 role: await customer_tokens(s.info, args.concurrency) for role, s in servers.items()
             }
@@ -644,7 +177,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             }
         finally:
             for server in servers.values():
-                await server.stop()
+                await server.stop(STOP_TIMEOUT_S)
     return {
         "config": {
             "concurrency": args.concurrency,
@@ -827,17 +360,13 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.serve:
         return serve_main(args)
-    try:
-        report = asyncio.run(run_benchmark(args))
-    except BenchError as err:
-        print(f"bench_cloud: set-up failed: {err}", file=sys.stderr)
-        return 2
+    return run_main("bench_cloud", lambda: report_main(args), label="set-up failed")
+
+
+def report_main(args: argparse.Namespace) -> int:
+    report = asyncio.run(run_benchmark(args))
     missed = judge(report, args)
-    report["missed"] = missed
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report, missed, args)
+    show_report(report, missed, as_json=args.json, table=lambda r, m: print_table(r, m, args))
     if any(
         res[role]["errors"]
         for res in report["results"].values()

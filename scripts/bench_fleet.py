@@ -41,6 +41,10 @@ with own sockets (at most what fits) to compare memory per device.
 The event loop is the one ``softap-sim fleet`` uses (``--loop``, default auto: uvloop
 when installed).
 
+Device keys in a state directory load without OpenSSL's RSA consistency check
+(``StateStore`` passes ``trusted=True`` to ``DeviceKey.from_pem``), so the "restart" run
+measures that; the former ``--what-if-skip-key-validation`` measured the same and is gone.
+
 Benchmarks are not tests: exit status 0 whatever the numbers unless ``--enforce``
 (then 1 when a target is missed); 2 when set-up failed.
 
@@ -61,7 +65,6 @@ import io
 import json
 import logging
 import os
-import resource
 import shutil
 import sys
 import tempfile
@@ -73,7 +76,7 @@ REPO_ROOT: Final = Path(__file__).resolve().parent.parent
 if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
-from benchlib import BenchError  # noqa: E402
+from benchlib import BenchError, memory_mib, raise_nofile, run_main, show_report  # noqa: E402
 
 from softap_sim import event_loop  # noqa: E402
 from softap_sim.argtypes import parse_non_negative_int  # noqa: E402
@@ -92,22 +95,8 @@ SCRIPT: Final = str(Path(__file__).resolve())
 
 
 def rss_mib() -> dict[str, float]:
-    out = {"rss_mib": 0.0, "peak_rss_mib": 0.0}
-    for line in Path("/proc/self/status").read_text().splitlines():
-        key, _, value = line.partition(":")
-        if key == "VmRSS":
-            out["rss_mib"] = int(value.split()[0]) / 1024
-        elif key == "VmHWM":
-            out["peak_rss_mib"] = int(value.split()[0]) / 1024
-    return out
-
-
-def raise_nofile() -> tuple[int, int]:
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    with contextlib.suppress(ValueError, OSError):
-        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    return int(soft), int(hard)
+    """This process's resident set size now and its peak, MiB."""
+    return {k: v or 0.0 for k, v in memory_mib(os.getpid()).items()}
 
 
 # ======================================================================================
@@ -265,18 +254,6 @@ def fill_pool(pool: KeyPool, target: int) -> dict[str, Any]:
     }
 
 
-def skip_key_validation() -> None:
-    """The what-if: ``StateStore`` loads device keys without OpenSSL's RSA check (as the
-    key pool does), by replacing ``DeviceKey.from_pem`` in this process only."""
-    from firmware_model.keys import DeviceKey
-    from softap_sim.keypool import load_pool_key
-
-    def from_pem(_cls: type[DeviceKey], pem: bytes) -> DeviceKey:
-        return load_pool_key(pem)
-
-    setattr(DeviceKey, "from_pem", classmethod(from_pem))  # noqa: B010
-
-
 async def start_cloud() -> Any:
     from softap_sim.cloud.service import CloudService
 
@@ -374,7 +351,8 @@ async def one_fleet(
 
 
 async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    soft, hard = raise_nofile()
+    nofile = raise_nofile()
+    soft, hard = nofile["soft"], nofile["hard"]
     report: dict[str, Any] = {
         "cpus": os.cpu_count(),
         "nofile": {"soft": soft, "hard": hard},
@@ -399,14 +377,6 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             runs.append(
                 await one_fleet(args, pool, args.ready, state_dir=state, label="state dir, restart")
             )
-            if args.what_if_skip_key_validation:
-                skip_key_validation()
-                await asyncio.to_thread(fill_pool, pool, args.ready)
-                state = tmp / "state-what-if"
-                for label in ("what-if first", "what-if restart"):
-                    runs.append(
-                        await one_fleet(args, pool, args.ready, state_dir=state, label=label)
-                    )
         report["ready_runs"] = runs
         fits = max(0, (hard - SCALE_FD_RESERVE) // 2)
         if args.scale:
@@ -576,12 +546,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="event loop (default auto: uvloop when installed, as softap-sim fleet)",
     )
     p.add_argument("--load-concurrency", type=int, default=64, help="requests at a time (64)")
-    p.add_argument(
-        "--what-if-skip-key-validation",
-        action="store_true",
-        help="extra state-dir runs with StateStore loading keys without OpenSSL's RSA "
-        "consistency check (~4 ms a key, holding the GIL)",
-    )
     p.add_argument("--json", action="store_true", help="print the report as JSON")
     p.add_argument("--enforce", action="store_true", help="exit 1 when a target is missed")
     p.add_argument("--load", action="store_true", help=argparse.SUPPRESS)
@@ -593,18 +557,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.load:
         return load_main(args)
     logging.basicConfig(level=logging.WARNING)
-    try:
+
+    def run() -> int:
         report = event_loop.run(run_benchmark(args), args.loop)
-    except (BenchError, SimulatorError, OSError) as err:
-        print(f"bench_fleet: set-up failed: {err}", file=sys.stderr)
-        return 2
-    missed = judge(report)
-    report["missed"] = missed
-    if args.json:
-        print(json.dumps(report, indent=2))
-    else:
-        print_table(report, missed)
-    return 1 if args.enforce and missed else 0
+        missed = judge(report)
+        show_report(report, missed, as_json=args.json, table=print_table)
+        return 1 if args.enforce and missed else 0
+
+    return run_main(
+        "bench_fleet", run, errors=(BenchError, SimulatorError, OSError), label="set-up failed"
+    )
 
 
 if __name__ == "__main__":

@@ -53,20 +53,22 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 import aiohttp  # noqa: E402
-from bench_claim import (  # noqa: E402
+from benchlib import (  # noqa: E402
+    AsyncChild,
+    BenchError,
+    announce,
+    positive_float,
+    positive_int,
+    quantile,
+    read_pipe,
+    run_main,
+    show_report,
+)
+from claim_handshakes import (  # noqa: E402
     HandshakeFailed,
     device_handshake,
     make_key_pool,
     public_pems,
-)
-from benchlib import (  # noqa: E402
-    BenchError,
-    child_env,
-    positive_float,
-    positive_int,
-    quantile,
-    run_main,
-    stop_child,
 )
 from cryptography.hazmat.primitives import serialization  # noqa: E402
 from cryptography.hazmat.primitives.asymmetric import rsa  # noqa: E402
@@ -94,21 +96,16 @@ async def _serve(state_dir: Path, devices: list[list[str]]) -> None:
         errors = await service.backend.register_devices((d, pem) for d, pem in devices)
         if any(errors):
             raise BenchError(f"registration failed: {next(e for e in errors if e)}")
-        print(
-            json.dumps(
-                {
-                    "pid": os.getpid(),
-                    "url": rest.url,
-                    "device_port": dev.port,
-                    "credentials": service.created_credentials,
-                    "server_public_key_pem": service.server_public_key_pem.decode("ascii"),
-                }
-            ),
-            flush=True,
+        announce(
+            {
+                "pid": os.getpid(),
+                "url": rest.url,
+                "device_port": dev.port,
+                "credentials": service.created_credentials,
+                "server_public_key_pem": service.server_public_key_pem.decode("ascii"),
+            }
         )
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        reader = await read_pipe()
         while await reader.readline():
             pass
     finally:
@@ -194,24 +191,9 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
         state = Path(tmp) / "state"
         state.mkdir()
         argv = [SCRIPT, "--serve", "--state-dir", str(state), "--devices-file", str(devices_file)]
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            *argv,
-            "--loop",
-            args.loop,
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            env=child_env(str(REPO_ROOT)),
-        )
+        cloud = AsyncChild("the cloud", [sys.executable, *argv, "--loop", args.loop])
         try:
-            assert proc.stdout is not None
-            try:
-                line = await asyncio.wait_for(proc.stdout.readline(), READY_TIMEOUT_S)
-            except TimeoutError:
-                raise BenchError("the cloud did not start in time") from None
-            if not line:
-                raise BenchError(f"the cloud exited with status {await proc.wait()}")
-            info = json.loads(line)
+            info = await cloud.start(READY_TIMEOUT_S)
             key = serialization.load_pem_public_key(info["server_public_key_pem"].encode())
             if not isinstance(key, rsa.RSAPublicKey):
                 raise BenchError("the server key is not RSA")
@@ -227,7 +209,7 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
             stop.set()
             flood_stats = await flood
         finally:
-            await stop_child(proc, STOP_TIMEOUT_S)
+            await cloud.stop(STOP_TIMEOUT_S)
     quiet_s, loud_s = _spread(quiet), _spread(loud)
     return {
         "config": {
@@ -320,11 +302,7 @@ def main(argv: list[str] | None = None) -> int:
     def run() -> int:
         report = event_loop.run(run_benchmark(args), args.loop)
         missed = judge(report, args)
-        report["missed"] = missed
-        if args.json:
-            print(json.dumps(report, indent=2))
-        else:
-            print_report(report, missed)
+        show_report(report, missed, as_json=args.json, table=print_report)
         return 1 if args.enforce and missed else 0
 
     return run_main("bench_isolation", run)

@@ -82,7 +82,6 @@ import logging
 import os
 import random
 import re
-import signal
 import struct
 import sys
 import tempfile
@@ -96,13 +95,15 @@ from typing import Any, Final
 from urllib.parse import quote, urlencode
 
 from benchlib import (
+    AsyncChild,
     BenchError,
-    child_env,
+    announce,
+    leave_sigint_to_parent,
     memory_mib,
     positive_float,
     positive_int,
+    read_pipe,
     run_main,
-    stop_child,
 )
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
@@ -280,11 +281,8 @@ async def _serve(state_dir: Path, setup: dict[str, Any], trace: Path | None = No
             "credentials": created,
             "server_public_key_pem": service.server_public_key_pem.decode("ascii"),
         }
-        sys.stdout.write(json.dumps(info) + "\n")
-        sys.stdout.flush()
-        loop = asyncio.get_running_loop()
-        reader = asyncio.StreamReader()
-        await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+        announce(info)
+        reader = await read_pipe()
         memory = _MemoryTrace(trace) if trace is not None else None
         while line := await reader.readline():
             if memory is not None and line.strip() == b"mem":
@@ -294,7 +292,7 @@ async def _serve(state_dir: Path, setup: dict[str, Any], trace: Path | None = No
 
 
 def serve_main(args: argparse.Namespace) -> int:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C: the parent shuts us down
+    leave_sigint_to_parent()
     state_dir = Path(args.state_dir)
     logging.basicConfig(
         stream=sys.stderr,
@@ -1547,59 +1545,42 @@ class DeviceFuzzer:
 # ==================================================================================
 # the child process and set-up
 # ==================================================================================
-class Child:
+class Child(AsyncChild):
+    """The cloud child: its stderr to a file (read for internal errors afterwards)."""
+
     def __init__(self, tmp: Path, setup_file: Path, code_dir: str) -> None:
-        self.code_dir = code_dir
+        super().__init__(
+            "the cloud child", [], pythonpath=code_dir, stderr_path=tmp / "child-stderr.log"
+        )
         self.tmp = tmp
         self.setup_file = setup_file
-        self.stderr_path = tmp / "child-stderr.log"
         self.errors_path = tmp / "errors.jsonl"
-        self.proc: asyncio.subprocess.Process | None = None
-        self.info: dict[str, Any] = {}
         self.tracemalloc: str | None = None
 
-    async def start(self) -> dict[str, Any]:
+    @property
+    def stderr_log(self) -> Path:
+        assert self.stderr_path is not None
+        return self.stderr_path
+
+    async def start(self, timeout_s: float = READY_TIMEOUT_S) -> dict[str, Any]:
         state = self.tmp / "state"
         state.mkdir()
-        argv = [sys.executable, SCRIPT, "--serve", "--state-dir", str(state),
-                "--setup", str(self.setup_file)]
+        self.argv = [sys.executable, SCRIPT, "--serve", "--state-dir", str(state),
+                     "--setup", str(self.setup_file)]
         if self.tracemalloc:
-            argv += ["--tracemalloc", self.tracemalloc]
-        with self.stderr_path.open("wb") as err:
-            self.proc = await asyncio.create_subprocess_exec(
-                *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=err,
-                env=child_env(self.code_dir),
-            )
-        assert self.proc.stdout is not None
-        try:
-            line = await asyncio.wait_for(self.proc.stdout.readline(), READY_TIMEOUT_S)
-        except TimeoutError:
-            raise BenchError("the cloud child did not start in time") from None
-        if not line:
-            code = await self.proc.wait()
-            tail = self.stderr_path.read_text(errors="replace")[-2000:]
-            raise BenchError(f"the cloud child exited with status {code}:\n{tail}")
-        self.info = json.loads(line)
-        return self.info
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+            self.argv += ["--tracemalloc", self.tracemalloc]
+        return await super().start(timeout_s)
 
     async def memory_mark(self) -> None:
         """``--tracemalloc``: a snapshot in the child (the first is the baseline)."""
-        if self.tracemalloc and self.proc is not None and self.proc.stdin is not None:
-            self.proc.stdin.write(b"mem\n")
-            await self.proc.stdin.drain()
+        if self.tracemalloc and self.proc is not None:
+            await self.send_line(b"mem\n")
 
     def rss_mib(self) -> float | None:
         return memory_mib(self.proc.pid)["rss_mib"] if self.proc is not None else None
 
-    async def stop(self) -> int | None:
-        if self.proc is None:
-            return None
-        await stop_child(self.proc, STOP_TIMEOUT_S)
-        return self.proc.returncode
+    async def stop(self, grace_s: float = STOP_TIMEOUT_S) -> int | None:
+        return await super().stop(grace_s)
 
 
 class Api:
@@ -1935,7 +1916,7 @@ def stderr_records(text: str) -> list[list[str]]:
 
 
 def read_internal_errors(child: Child, stats: Stats) -> dict[str, Any]:
-    text = child.stderr_path.read_text(errors="replace") if child.stderr_path.exists() else ""
+    text = child.stderr_log.read_text(errors="replace") if child.stderr_log.exists() else ""
     tracebacks = parser_tracebacks = 0
     error_lines: list[str] = []
     parser_lines = 0
