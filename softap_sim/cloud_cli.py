@@ -8,9 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import json
-import signal
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -177,11 +175,7 @@ async def _serve_async(args: argparse.Namespace) -> int:
         if service.created_credentials:
             print_credentials(service.created_credentials, service.credentials_path)
         print(_banner(service, args.host), flush=True)
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = event_loop.stop_on_signals()
         await stop.wait()
     finally:
         await service.close()

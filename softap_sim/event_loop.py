@@ -9,7 +9,9 @@ build, so ``auto`` falls back to asyncio's own loop where it is not installed.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import importlib
+import signal
 from collections.abc import Callable, Coroutine
 from typing import Any, TypeVar
 
@@ -67,3 +69,17 @@ def run(main: Coroutine[Any, Any, T], loop: str = "auto") -> T:
         raise
     with asyncio.Runner(loop_factory=factory) as runner:
         return runner.run(main)
+
+
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM, for the commands that run until stopped.
+
+    Where the loop has no signal handlers (Windows' proactor), Ctrl-C still raises
+    ``KeyboardInterrupt`` and the command's ``finally`` blocks clean up.
+    """
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError):
+            loop.add_signal_handler(sig, stop.set)
+    return stop

@@ -16,7 +16,6 @@ import errno
 import json
 import logging
 import os
-import signal
 import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
@@ -28,6 +27,7 @@ from softap_sim.atomic import atomic_write
 from softap_sim.config import SimConfig, default_state_dir, load_networks
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError, SimulatorError, StateError
+from softap_sim.event_loop import stop_on_signals
 from softap_sim.registry import DeviceRegistry
 
 if TYPE_CHECKING:
@@ -212,7 +212,7 @@ async def _run(args: argparse.Namespace) -> int:
             advertiser = _advertiser(args, emu, control_url)
             await advertiser.start()
         # handlers first: a supervisor may signal as soon as it reads "Press Ctrl-C"
-        stop = _stop_on_signals()
+        stop = stop_on_signals()
         _announce(args, emu, config, cloud, control_url)
         if view is None:
             await stop.wait()
@@ -331,16 +331,6 @@ def _advertiser(args: argparse.Namespace, emu: DeviceEmulator, control_url: str 
     from softap_sim.transports.mdns import Advertiser
 
     return Advertiser(emu, interfaces=args.advertise_interface or None, control_url=control_url)
-
-
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (where the loop supports signal handlers)."""
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        with contextlib.suppress(NotImplementedError):
-            loop.add_signal_handler(sig, stop.set)
-    return stop
 
 
 def _announce(

@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import dataclasses
 import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -22,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 from softap_sim import argtypes, event_loop
 from softap_sim.config import SimConfig
 from softap_sim.errors import ConfigError, SimulatorError, StateError
+from softap_sim.event_loop import stop_on_signals
 from softap_sim.fleet.addresses import PER_BLOCK
 from softap_sim.fleet.core import Fleet
 from softap_sim.fleet.options import add_options
@@ -336,11 +336,7 @@ async def _serve(
         if not view.plain:
             print(f"starting {fleet.count} devices ...", flush=True)
         await fleet.start()
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            with contextlib.suppress(NotImplementedError):
-                loop.add_signal_handler(sig, stop.set)
+        stop = stop_on_signals()
         control, advertising = await _start_control(args, fleet)
         stack.push_async_callback(_close_all, control, advertising)
         control_url = control.url if control else None
