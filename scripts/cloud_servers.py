@@ -93,13 +93,11 @@ class DbTimer:
 
 def _apply_what_if(service: Any, what_if: str) -> None:
     """Turn one of this run's improvements off in our server (``--what-if``)."""
-    from softap_sim.cloud import backend
-
     parts = set(what_if.split("+"))
     if "no-group-commit" in parts:
         service.db.max_batch = 1
     if "no-caches" in parts:
-        backend.PRINCIPAL_CACHE_TTL_S = 0.0  # every cached token / client is already stale
+        service.backend.principal_cache_ttl_s = 0.0  # every cached token / client is stale
 
 
 async def _serve(

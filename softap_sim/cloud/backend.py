@@ -65,6 +65,9 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         self.now = now
         self.link: DeviceLink = link if link is not None else OfflineLink()
         self.call_timeout_s = call_timeout_s
+        #: seconds a remembered token or client is trusted (0: every lookup asks the
+        #: database, what ``bench_cloud.py --what-if no-caches`` measures)
+        self.principal_cache_ttl_s = PRINCIPAL_CACHE_TTL_S
         #: SSE subscribers: each gets the event dict of ``events.make_event``
         self.subscribers: set[Subscriber] = set()
         #: token digest → (principal, monotonic time cached); see principal_for
@@ -98,7 +101,7 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
             raise InvalidToken()
         token_hash = hashing.digest(token)
         cached = self._principals.get(token_hash)
-        if cached is not None and time.monotonic() - cached[1] < PRINCIPAL_CACHE_TTL_S:
+        if cached is not None and time.monotonic() - cached[1] < self.principal_cache_ttl_s:
             principal = cached[0]
         else:
             generation = self._token_generation
@@ -136,7 +139,7 @@ class CloudBackend(AccountVerbs, ClientVerbs, DeviceVerbs):
         """The client's row (with its secret hash), remembered like tokens are."""
         key = client_id.lower()
         cached = self._clients.get(key)
-        if cached is not None and time.monotonic() - cached[1] < PRINCIPAL_CACHE_TTL_S:
+        if cached is not None and time.monotonic() - cached[1] < self.principal_cache_ttl_s:
             return cached[0]
         generation = self._client_generation
         row = await self._run(lambda conn: clients.client_row_with_hash(conn, client_id))
