@@ -165,19 +165,27 @@ class FleetHost:
             cloud=self.service,
         )
 
+        def starting(device: Any) -> None:  # the fleet starts them in bounded batches
+            self.slots[device.index].t_start = time.monotonic()
+
+        # --baseline-rev may run a revision from before Fleet.on_device_starting
+        starting_hooks = getattr(fleet, "on_device_starting", None)
+
         def created(device: Any) -> None:
-            slot = self.slots[device.index]
             emu = device.emulator
-            self._hook(slot, emu)
-            start = emu.start
+            self._hook(self.slots[device.index], emu)
+            if starting_hooks is None:
+                start = emu.start
 
-            async def timed_start() -> None:  # the fleet starts them in bounded batches
-                slot.t_start = time.monotonic()
-                await start()
+                async def timed_start() -> None:
+                    starting(device)
+                    await start()
 
-            emu.start = timed_start
+                emu.start = timed_start
 
         fleet.on_device_created.append(created)
+        if starting_hooks is not None:
+            starting_hooks.append(starting)
         report = await fleet.start()
         self.fleet = fleet
         return {

@@ -177,6 +177,9 @@ class Fleet:
         self.devices: list[FleetDevice] = []
         #: called for each device when its emulator exists, before it starts
         self.on_device_created: list[Callable[[FleetDevice], None]] = []
+        #: called for each device as its start begins (the fleet starts them in bounded
+        #: batches, so this is later than creation; benchmarks time start-up from here)
+        self.on_device_starting: list[Callable[[FleetDevice], None]] = []
         #: called on every device's state change: ``(device, change, t)``
         self.on_state_change: list[Callable[[FleetDevice, StateChanged, float], None]] = []
         self.report = StartReport()
@@ -388,6 +391,8 @@ class Fleet:
                 if failures:
                     return
                 try:
+                    for hook in self.on_device_starting:
+                        hook(device)
                     await device.emulator.start()
                 except Exception as err:
                     failures.append((device, err))
