@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from softap_sim import argtypes
-from softap_sim.ctl import CONTROL_ENV, DEFAULT_CONTROL_URL
+from softap_sim.control_client import CONTROL_ENV, DEFAULT_CONTROL_URL
 from softap_sim.errors import SimulatorError
 from softap_sim.registry import SOURCE_MDNS, DeviceInfo
 
