@@ -9,7 +9,7 @@
 
 It browses ``_particle-softap._tcp`` (listening devices) and ``_particle-device._tcp``
 (devices that joined a network) for ``--timeout`` seconds; these records exist only when
-the emulator runs with ``--advertise`` (see :mod:`softap_sim.transports.mdns`). If the
+the emulator runs with ``--advertise`` (see :mod:`softap_sim.protocol.dnssd`). If the
 browse finds nothing -- plain loopback has no multicast in CI -- it reads the control API's
 device list (``GET /v1/devices``, :mod:`softap_sim.registry`) from ``--control URL``, else
 ``$SOFTAP_SIM_CONTROL``, else ``http://127.0.0.1:5610``. The output names the source.
@@ -39,7 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from softap_sim import argtypes
-from softap_sim.ctl import CONTROL_ENV, DEFAULT_CONTROL_URL
+from softap_sim.control_client import CONTROL_ENV, DEFAULT_CONTROL_URL
 from softap_sim.errors import SimulatorError
 from softap_sim.registry import SOURCE_MDNS, DeviceInfo
 
@@ -74,9 +74,9 @@ class Result:
 # -- the two sources -------------------------------------------------------------------
 def browse_mdns(timeout_s: float, interfaces: Sequence[str] | None) -> list[DeviceInfo]:
     """A blocking mDNS browse of both service types (its own event loop)."""
-    from softap_sim.transports import mdns  # zeroconf is imported only when browsing
+    from softap_sim import mdns_browse  # zeroconf is imported only when browsing
 
-    return asyncio.run(mdns.browse(timeout_s, interfaces=interfaces))
+    return asyncio.run(mdns_browse.browse(timeout_s, interfaces=interfaces))
 
 
 def fetch_devices(url: str, timeout_s: float = HTTP_TIMEOUT_S) -> list[DeviceInfo]:

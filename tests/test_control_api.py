@@ -26,9 +26,10 @@ import pytest_asyncio
 from cryptography.hazmat.primitives.asymmetric import padding
 
 from firmware_model import DeviceKey
-from softap_sim import DeviceEmulator, SimConfig
+from softap_sim import DeviceEmulator, SimConfig, argtypes
 from softap_sim import ctl as ctl_mod
 from softap_sim.control_api import ControlServer, mask_set_request, start_control_api
+from softap_sim.ctl import commands as ctl_commands
 from tests.wire import tcp_exchange
 
 CLAIM_CODE = "CC-" + "q7" * 20 + "-claim"
@@ -767,7 +768,7 @@ async def test_ctl_transcript_follow_until_ctrl_c(
         else:
             raise KeyboardInterrupt
 
-    code = await asyncio.to_thread(ctl_mod._transcript, args, fake_sleep)
+    code = await asyncio.to_thread(ctl_commands.transcript, args, fake_sleep)
     assert code == 0
     assert polls == [ctl_mod.FOLLOW_INTERVAL_S] * 2
     out = capsys.readouterr().out
@@ -799,16 +800,16 @@ def test_ctl_bad_control_url(capsys: pytest.CaptureFixture[str]) -> None:
 
 
 def test_ctl_parse_size() -> None:
-    assert ctl_mod.parse_size("53248") == 53248
-    assert ctl_mod.parse_size("52k") == 53248
-    assert ctl_mod.parse_size("52K") == 53248
-    assert ctl_mod.parse_size("52KiB") == 53248
-    assert ctl_mod.parse_size("0xd000") == 53248
-    assert ctl_mod.parse_size("21.5k") == 22016
-    assert ctl_mod.parse_size("1 MB") == 1024 * 1024
+    assert argtypes.parse_size("53248") == 53248
+    assert argtypes.parse_size("52k") == 53248
+    assert argtypes.parse_size("52K") == 53248
+    assert argtypes.parse_size("52KiB") == 53248
+    assert argtypes.parse_size("0xd000") == 53248
+    assert argtypes.parse_size("21.5k") == 22016
+    assert argtypes.parse_size("1 MB") == 1024 * 1024
     for bad in ("", "k", "-1", "1.5x", "twelve"):
         with pytest.raises(argparse.ArgumentTypeError):
-            ctl_mod.parse_size(bad)
+            argtypes.parse_size(bad)
 
 
 def test_ctl_usage_errors(capsys: pytest.CaptureFixture[str]) -> None:

@@ -20,7 +20,7 @@ from softap_sim.cli import build_parser
 from softap_sim.fleet import Fleet
 from softap_sim.fleet.cli import _close_all, _start_control
 from softap_sim.keypool import KeyPool
-from softap_sim.transports.mdns import LISTENING_TYPE
+from softap_sim.protocol.dnssd import LISTENING_TYPE
 from tests.test_mdns import FakePublisher
 
 

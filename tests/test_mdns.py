@@ -44,18 +44,19 @@ from firmware_model import (
 from firmware_model import security as sec
 from firmware_model.eras import FirmwareEra
 from softap_sim import DeviceEmulator, SimConfig, ctl, discover
-from softap_sim.registry import DeviceInfo, DeviceRegistry, add_routes, describe
-from softap_sim.transports.mdns import (
+from softap_sim.mdns_browse import Browser, device_from_service
+from softap_sim.protocol.dnssd import (
     LISTENING,
     LISTENING_TYPE,
     OPERATIONAL,
     OPERATIONAL_TYPE,
+    ServiceRecord,
+)
+from softap_sim.registry import DeviceInfo, DeviceRegistry, add_routes, describe
+from softap_sim.transports.mdns import (
     Advertiser,
-    Browser,
     MdnsError,
     Responder,
-    ServiceRecord,
-    device_from_service,
     interfaces_for,
     record_addresses,
     records_for,

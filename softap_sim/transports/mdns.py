@@ -1,45 +1,18 @@
-"""Opt-in DNS-SD (mDNS) records for emulated devices, and a browser for them.
+"""Puts the DNS-SD records of emulated devices on the network (python-zeroconf).
 
-A Photon advertises nothing (pain-points.md §2.2): these records go beyond the device, are
-off unless asked for (``softap-sim run --advertise``), and exist so that test runners and
-bench apps can find N emulated devices without knowing their addresses (§2.3).
-
-Service types (both clearly vendor-specific, neither used by real Particle firmware):
-
-``_particle-softap._tcp.local.`` -- the **listening record**, present while the device is in
-listening mode *and* its access point is up. SRV port: the SoftAP TCP port (5609 on a
-device). TXT::
-
-    txtvers=1  id=<24 hex digits>  ssid=Photon-XXXX  claimed=0|1  tcp=<port>
-    http=<port, 0 without an HTTP server (0.4.0 era)>  fw=<era, e.g. 0.7.0>
-    state=listening  proto=2  [scenario=<name>]  [control=<control API URL>]
-
-``_particle-device._tcp.local.`` -- the **operational record**, the "home LAN" side (the nRF
-pattern): present after a successful Wi-Fi join, while the device is in ``cloud-connecting``,
-``cloud-retry`` or ``online``; its TXT follows the state, so "joined but the cloud is
-unreachable" shows as ``cloud=0``. SRV port: the TCP port again (it refuses connections
-outside listening mode; the port just names the emulator). TXT::
-
-    txtvers=1  id=...  ssid=...  claimed=0|1  fw=...  state=<state>  cloud=0|1
-    [scenario=...]  [control=...]
-
-The instance name of both is the device id, e.g. ``320020001847333531323135._particle-
-softap._tcp.local.``, on the host ``softap-sim-<id>.local.``. A record is withdrawn (goodbye
-packets) when its condition ends and on :meth:`Advertiser.close`; a TXT change (claimed,
-state) is sent as an update.
-
-:class:`Advertiser` follows one emulator (``emu.on_state_change``, and ``emu.on_dct_change``
-/ ``emu.on_access_point_change`` when the emulator has them; :meth:`Advertiser.refresh`
-otherwise). Many advertisers may share one :class:`Responder` (one mDNS socket set).
-:class:`Browser` watches both types and keeps a live ``{instance name: DeviceInfo}`` map;
-:func:`browse` is a timed one-shot browse (``softap-sim discover``).
+:mod:`softap_sim.protocol.dnssd` decides what is published (its docstring lists the types,
+names and TXT keys); this module keeps it on the network. :class:`Advertiser` follows one
+emulator, read through :class:`AdvertisedEmulator` so that this transport does not depend on
+the emulator module, and withdraws its records (goodbye packets) on :meth:`Advertiser.close`.
+Many advertisers may share one :class:`Responder` (one mDNS socket set).
 
 Plain loopback has no MULTICAST flag on Linux; tests run the responder and browser inside a
 network namespace whose ``lo`` has multicast on and a ``224.0.0.0/4`` route (see
 ``tests/test_mdns.py``). Where multicast does not work, use the control API's device list
 (:mod:`softap_sim.registry`).
 
-The ``async_`` methods of python-zeroconf stay inside this module.
+The ``async_`` methods of python-zeroconf stay inside this module and
+:mod:`softap_sim.transports.mdns_browser`.
 """
 
 from __future__ import annotations
@@ -49,38 +22,19 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Protocol, Self
+from typing import Any, Protocol, Self
 
 import zeroconf
-from zeroconf import InterfaceChoice, ServiceStateChange, Zeroconf
-from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
+from zeroconf import InterfaceChoice
+from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 
-from firmware_model import DeviceState
+from firmware_model import Device, StateChanged
+from softap_sim.config import SimConfig
 from softap_sim.errors import LifecycleError, SimulatorError
-from softap_sim.registry import SOURCE_MDNS, DeviceInfo
-
-if TYPE_CHECKING:
-    from softap_sim.emulator import DeviceEmulator
+from softap_sim.protocol.dnssd import ServiceRecord, service_records
 
 log = logging.getLogger(__name__)
-
-LISTENING_TYPE = "_particle-softap._tcp.local."
-OPERATIONAL_TYPE = "_particle-device._tcp.local."
-SERVICE_TYPES = (LISTENING_TYPE, OPERATIONAL_TYPE)
-TXT_VERSION = "1"
-#: the SoftAP protocol version (the ``version`` command's ``{"v":2}``)
-PROTOCOL_VERSION = "2"
-#: record kinds (keys of :attr:`Advertiser.published`)
-LISTENING = "listening"
-OPERATIONAL = "operational"
-#: the states in which the device is on the home network (operational record present)
-OPERATIONAL_STATES = frozenset(
-    {DeviceState.CLOUD_CONNECTING, DeviceState.CLOUD_RETRY, DeviceState.ONLINE}
-)
-#: how long one resolve (SRV/TXT/A query) may take
-RESOLVE_TIMEOUT_MS = 3000
 
 
 class MdnsError(SimulatorError):
@@ -91,35 +45,40 @@ class MdnsError(SimulatorError):
 _PUBLISH_ERRORS = (MdnsError, zeroconf.Error, OSError, RuntimeError, ValueError)
 
 
-# -- records -------------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class ServiceRecord:
-    """One DNS-SD service instance as the advertiser wants it published."""
+class AdvertisedEmulator(Protocol):
+    """What an :class:`Advertiser` reads from the emulator it follows.
 
-    kind: str
-    service_type: str
-    instance: str
-    server: str
-    port: int
-    addresses: tuple[str, ...]
-    txt: Mapping[str, str] = field(default_factory=dict)
+    A :class:`~softap_sim.emulator.DeviceEmulator` is one. ``device``, ``tcp_address`` and
+    ``http_address`` raise :class:`~softap_sim.errors.LifecycleError` while it is stopped
+    (``http_address`` also in an era without an HTTP server).
+    """
 
     @property
-    def name(self) -> str:
-        """The full instance name, e.g. ``<id>._particle-softap._tcp.local.``."""
-        return f"{self.instance}.{self.service_type}"
+    def host(self) -> str: ...
 
-    def same_instance(self, other: ServiceRecord) -> bool:
-        """Whether ``other`` can be published as a TXT update of this record."""
-        return (
-            self.service_type == other.service_type
-            and self.instance == other.instance
-            and self.server == other.server
-            and self.port == other.port
-            and self.addresses == other.addresses
-        )
+    @property
+    def config(self) -> SimConfig: ...
+
+    @property
+    def device(self) -> Device: ...
+
+    @property
+    def tcp_address(self) -> tuple[str, int]: ...
+
+    @property
+    def http_address(self) -> tuple[str, int]: ...
+
+    @property
+    def ap_up(self) -> bool: ...
+
+    @property
+    def on_state_change(self) -> list[Callable[[StateChanged, float], None]]: ...
+
+    async def settle(self) -> None:
+        """Wait until the listeners follow the last state change."""
 
 
+# -- addresses -------------------------------------------------------------------------
 def _is_unspecified(host: str) -> bool:
     if host in ("", "0.0.0.0", "::"):
         return True
@@ -165,14 +124,14 @@ def record_addresses(host: str, interfaces: Sequence[str] | None = None) -> tupl
 
 
 def records_for(
-    emu: DeviceEmulator,
+    emu: AdvertisedEmulator,
     *,
     addresses: Sequence[str] | None = None,
     control_url: str | None = None,
 ) -> dict[str, ServiceRecord]:
     """The records ``emu`` should have published right now, by kind (empty if stopped)."""
     try:
-        dev = emu.device
+        device = emu.device
         _, tcp_port = emu.tcp_address
     except LifecycleError:
         return {}
@@ -180,35 +139,15 @@ def records_for(
         http_port = emu.http_address[1]
     except LifecycleError:  # no HTTP server in this era
         http_port = 0
-    identity = dev.dct.identity
-    device_id = identity.device_id_hex
-    addrs = tuple(addresses) if addresses is not None else record_addresses(emu.host)
-    server = f"softap-sim-{device_id}.local."
-    common: dict[str, str] = {
-        "txtvers": TXT_VERSION,
-        "id": device_id,
-        "ssid": identity.ssid,
-        "claimed": "1" if dev.dct.claimed else "0",
-        "fw": dev.era.value,
-        "state": dev.state.value,
-    }
-    extra: dict[str, str] = {}
-    if emu.config.scenario:
-        extra["scenario"] = emu.config.scenario
-    if control_url:
-        extra["control"] = control_url
-    found: dict[str, ServiceRecord] = {}
-    if dev.state is DeviceState.LISTENING and emu.access_point is not None:
-        txt = {**common, "tcp": str(tcp_port), "http": str(http_port), "proto": PROTOCOL_VERSION}
-        found[LISTENING] = ServiceRecord(
-            LISTENING, LISTENING_TYPE, device_id, server, tcp_port, addrs, {**txt, **extra}
-        )
-    if dev.state in OPERATIONAL_STATES:
-        txt = {**common, "cloud": "1" if dev.state is DeviceState.ONLINE else "0"}
-        found[OPERATIONAL] = ServiceRecord(
-            OPERATIONAL, OPERATIONAL_TYPE, device_id, server, tcp_port, addrs, {**txt, **extra}
-        )
-    return found
+    return service_records(
+        device,
+        ap_up=emu.ap_up,
+        tcp_port=tcp_port,
+        http_port=http_port,
+        addresses=tuple(addresses) if addresses is not None else record_addresses(emu.host),
+        scenario=emu.config.scenario,
+        control_url=control_url,
+    )
 
 
 # -- publishing ------------------------------------------------------------------------
@@ -233,7 +172,8 @@ def _service_info(record: ServiceRecord) -> AsyncServiceInfo:
     )
 
 
-def _zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
+def open_zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
+    """An ``AsyncZeroconf`` on ``interfaces`` (all if ``None``); :class:`MdnsError` if not."""
     try:
         return AsyncZeroconf(interfaces=list(interfaces) if interfaces else InterfaceChoice.All)
     except OSError as err:
@@ -259,7 +199,7 @@ class Responder:
 
     def _open(self) -> AsyncZeroconf:
         if self._zc is None:
-            self._zc = _zeroconf(self.interfaces)
+            self._zc = open_zeroconf(self.interfaces)
         return self._zc
 
     async def start(self) -> None:
@@ -325,7 +265,7 @@ class Advertiser:
 
     def __init__(
         self,
-        emu: DeviceEmulator,
+        emu: AdvertisedEmulator,
         *,
         interfaces: Sequence[str] | None = None,
         responder: Publisher | None = None,
@@ -489,188 +429,14 @@ class Advertiser:
                 self.errors.append(err)
 
 
-# -- browsing ------------------------------------------------------------------------
-def _port_txt(value: str | None) -> int | None:
-    if value is None or not value.isdigit():
-        return None
-    port = int(value)
-    return port if 0 < port <= 65535 else None
-
-
-def device_from_service(
-    service_type: str,
-    name: str,
-    txt: Mapping[str, str],
-    addresses: Sequence[str],
-    port: int | None,
-) -> DeviceInfo:
-    """A :class:`DeviceInfo` from one resolved record (TXT keys as documented above)."""
-    instance = name[: -len(service_type) - 1] if name.endswith("." + service_type) else name
-    listening = service_type == LISTENING_TYPE
-    state = txt.get("state") or (LISTENING if listening else "")
-    return DeviceInfo(
-        device_id=txt.get("id") or instance,
-        ssid=txt.get("ssid", ""),
-        firmware=txt.get("fw", ""),
-        state=state,
-        claimed=txt.get("claimed") == "1",
-        host=addresses[0] if addresses else None,
-        tcp_port=_port_txt(txt.get("tcp")) or (port if listening else None),
-        http_port=_port_txt(txt.get("http")),
-        ap_up=True if listening else None,
-        control_url=txt.get("control") or None,
-        scenario=txt.get("scenario") or None,
-        record=name,
-        source=SOURCE_MDNS,
-    )
-
-
-def _txt(info: AsyncServiceInfo) -> dict[str, str]:
-    found: dict[str, str] = {}
-    for key, value in info.properties.items():
-        found[key.decode("utf-8", "replace")] = (value or b"").decode("utf-8", "replace")
-    return found
-
-
-class Browser:
-    """Watches the two service types; :attr:`devices` is the live view.
-
-    ``async with Browser(interfaces=["127.0.0.1"]) as browser:`` then
-    ``await browser.wait_for(lambda devices: ..., timeout_s=10)``.
-    """
-
-    def __init__(
-        self,
-        *,
-        interfaces: Sequence[str] | None = None,
-        service_types: Sequence[str] = SERVICE_TYPES,
-    ) -> None:
-        self.interfaces = list(interfaces) if interfaces else None
-        self.service_types = list(service_types)
-        self._zc: AsyncZeroconf | None = None
-        self._browser: AsyncServiceBrowser | None = None
-        self._devices: dict[str, DeviceInfo] = {}
-        self._generation: dict[str, int] = {}
-        self._changed = asyncio.Condition()
-        self._tasks: set[asyncio.Task[None]] = set()
-
-    async def start(self) -> None:
-        """Open the sockets and start browsing. Idempotent."""
-        if self._zc is not None:
-            return
-        self._zc = _zeroconf(self.interfaces)
-        self._browser = AsyncServiceBrowser(
-            self._zc.zeroconf, self.service_types, handlers=[self._on_service]
-        )
-
-    async def close(self) -> None:
-        """Stop browsing and close the sockets. Idempotent."""
-        browser, self._browser = self._browser, None
-        zc, self._zc = self._zc, None
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        if browser is not None:
-            await browser.async_cancel()
-        if zc is not None:
-            await zc.async_close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-    @property
-    def devices(self) -> dict[str, DeviceInfo]:
-        """Resolved records now on the network, by instance name."""
-        return dict(self._devices)
-
-    async def wait_for(
-        self, predicate: Callable[[Mapping[str, DeviceInfo]], bool], timeout_s: float = 10.0
-    ) -> dict[str, DeviceInfo]:
-        """Wait (event-driven, bounded) until ``predicate(devices)``; the devices then."""
-
-        async def waiter() -> None:
-            async with self._changed:
-                await self._changed.wait_for(lambda: predicate(self._devices))
-
-        await asyncio.wait_for(waiter(), timeout_s)
-        return self.devices
-
-    def _on_service(
-        self,
-        zeroconf: Zeroconf,
-        service_type: str,
-        name: str,
-        state_change: ServiceStateChange,
-    ) -> None:
-        generation = self._generation[name] = self._generation.get(name, 0) + 1
-        if state_change is ServiceStateChange.Removed:
-            self._spawn(self._forget(name))
-        else:
-            self._spawn(self._resolve(service_type, name, generation))
-
-    def _spawn(self, coro: Any) -> None:
-        task: asyncio.Task[None] = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
-
-    async def _resolve(self, service_type: str, name: str, generation: int) -> None:
-        zc = self._zc
-        if zc is None:
-            return
-        info = AsyncServiceInfo(service_type, name)
-        if not await info.async_request(zc.zeroconf, RESOLVE_TIMEOUT_MS):
-            log.info("mDNS: could not resolve %s", name)
-            return
-        if self._generation.get(name) != generation:
-            return  # a newer change of this record is being handled
-        device = device_from_service(
-            service_type, name, _txt(info), info.parsed_addresses(), info.port
-        )
-        async with self._changed:
-            self._devices[name] = device
-            self._changed.notify_all()
-
-    async def _forget(self, name: str) -> None:
-        async with self._changed:
-            self._devices.pop(name, None)
-            self._changed.notify_all()
-
-
-async def browse(
-    timeout_s: float = 3.0, *, interfaces: Sequence[str] | None = None
-) -> list[DeviceInfo]:
-    """Browse both service types for ``timeout_s`` seconds; what was found, sorted."""
-    async with Browser(interfaces=interfaces) as browser:
-        await asyncio.sleep(timeout_s)  # the browse window itself, not a synchronisation
-        devices = browser.devices
-    return sorted(devices.values(), key=lambda d: (d.device_id, d.record or ""))
-
-
 __all__ = [
-    "LISTENING",
-    "LISTENING_TYPE",
-    "OPERATIONAL",
-    "OPERATIONAL_STATES",
-    "OPERATIONAL_TYPE",
-    "SERVICE_TYPES",
+    "AdvertisedEmulator",
     "Advertiser",
-    "Browser",
     "MdnsError",
     "Publisher",
     "Responder",
-    "ServiceRecord",
-    "browse",
-    "device_from_service",
     "interfaces_for",
+    "open_zeroconf",
     "record_addresses",
     "records_for",
 ]
