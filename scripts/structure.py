@@ -33,6 +33,7 @@ LAYERS: tuple[tuple[str, int], ...] = (
     # building blocks with no knowledge of devices: errors, files, codecs, logging, timers
     ("softap_sim.errors", 1),
     ("softap_sim.atomic", 1),
+    ("softap_sim.lifetime", 1),
     ("softap_sim.net", 1),
     ("softap_sim.protocol", 1),
     ("softap_sim.transcript", 1),

@@ -15,8 +15,7 @@ import collections
 import functools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine, Iterable
-from types import TracebackType
-from typing import Any, Self
+from typing import Any
 
 from firmware_model import (
     AccessPointDown,
@@ -48,6 +47,7 @@ from softap_sim.control import Control
 from softap_sim.device_build import build_device
 from softap_sim.dispatch import CommandDispatcher
 from softap_sim.errors import LifecycleError, SimulatorError
+from softap_sim.lifetime import AsyncLifetime
 from softap_sim.listeners import DeviceListener, PortListener, SharedPorts
 from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
@@ -59,7 +59,7 @@ from softap_sim.transports.tcp_server import TcpDeviceServer
 log = logging.getLogger(__name__)
 
 
-class DeviceEmulator:
+class DeviceEmulator(AsyncLifetime):
     """An emulated device with its two SoftAP listeners.
 
     Args:
@@ -136,18 +136,6 @@ class DeviceEmulator:
         self.accepted: dict[str, int] = {"tcp": 0, "http": 0}
 
     # -- lifecycle -----------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def start(self) -> None:
         """Load or create the device, reserve the ports and power it on. Idempotent."""
         if self._started:

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import logging
 import socket
-from types import TracebackType
-from typing import Self
 
 from aiohttp import web
 
@@ -22,6 +20,7 @@ from softap_sim.cloud.handlers.events import on_shutdown
 from softap_sim.cloud.params import MAX_BODY_BYTES
 from softap_sim.cloud.routes import ROUTES
 from softap_sim.http_log import ProtocolLogger
+from softap_sim.lifetime import AsyncLifetime
 from softap_sim.net import is_loopback
 
 log = logging.getLogger(__name__)
@@ -63,7 +62,7 @@ def make_app(backend: CloudBackend) -> web.Application:
     return app
 
 
-class CloudServer:
+class CloudServer(AsyncLifetime):
     """The REST API on ``host:port`` (loopback by default; port 0 picks a free one)."""
 
     def __init__(
@@ -114,15 +113,3 @@ class CloudServer:
     def url(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
         return f"http://{host}:{self.port}"
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()

@@ -15,8 +15,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final
 
 from firmware_model import Clock, StateChanged
 from softap_sim.config import SimConfig
@@ -43,6 +42,7 @@ from softap_sim.fleet.state_dirs import (
     unique_identities,
 )
 from softap_sim.keypool import KeyPool, generate_pems, load_pool_key
+from softap_sim.lifetime import AsyncLifetime
 from softap_sim.listeners import SharedPorts
 from softap_sim.scenario import Scenario
 
@@ -96,7 +96,7 @@ class StartReport:
     phases: dict[str, float] = field(default_factory=dict)
 
 
-class Fleet:
+class Fleet(AsyncLifetime):
     """N emulated devices in this process; see the package documentation.
 
     Args:
@@ -201,18 +201,6 @@ class Fleet:
         return [d.emulator for d in self.devices]
 
     # -- lifecycle -------------------------------------------------------------------
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
     async def start(self) -> StartReport:
         """Prepare keys, identities and state, then start every device (bounded)."""
         if self._started:

@@ -22,8 +22,7 @@ import contextlib
 import ipaddress
 import logging
 from collections.abc import Callable, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Protocol, Self
+from typing import Any, Protocol
 
 import zeroconf
 from zeroconf import InterfaceChoice
@@ -32,6 +31,7 @@ from zeroconf.asyncio import AsyncServiceInfo, AsyncZeroconf
 from firmware_model import Device, StateChanged
 from softap_sim.config import SimConfig
 from softap_sim.errors import LifecycleError, SimulatorError
+from softap_sim.lifetime import AsyncLifetime
 from softap_sim.protocol.dnssd import ServiceRecord, service_records
 
 log = logging.getLogger(__name__)
@@ -184,7 +184,7 @@ def open_zeroconf(interfaces: Sequence[str] | None) -> AsyncZeroconf:
         ) from err
 
 
-class Responder:
+class Responder(AsyncLifetime):
     """One mDNS responder (an ``AsyncZeroconf``), shareable by many advertisers.
 
     Args:
@@ -233,20 +233,8 @@ class Responder:
         if zc is not None:
             await zc.async_close()
 
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
 
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
-
-
-class Advertiser:
+class Advertiser(AsyncLifetime):
     """Keeps one emulator's DNS-SD records in step with the device.
 
     Args:
@@ -326,18 +314,6 @@ class Advertiser:
         await worker
         if self._own and isinstance(self._responder, Responder):
             await self._responder.close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     # -- following the device ----------------------------------------------------------
     def _on_change(self, *_: Any) -> None:

@@ -11,12 +11,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Coroutine, Mapping, Sequence
-from types import TracebackType
-from typing import Any, Generic, Protocol, Self, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from zeroconf import ServiceStateChange, Zeroconf
 from zeroconf.asyncio import AsyncServiceBrowser, AsyncServiceInfo, AsyncZeroconf
 
+from softap_sim.lifetime import AsyncLifetime
 from softap_sim.protocol.dnssd import SERVICE_TYPES, decode_txt
 from softap_sim.transports.mdns import open_zeroconf
 
@@ -42,7 +42,7 @@ class MakeItem(Protocol[T_co]):
     ) -> T_co: ...
 
 
-class ServiceBrowser(Generic[T]):
+class ServiceBrowser(Generic[T], AsyncLifetime):
     """Watches ``service_types``; :attr:`items` is the live view of what resolved.
 
     ``async with ServiceBrowser(make_item, interfaces=["127.0.0.1"]) as browser:`` then
@@ -86,18 +86,6 @@ class ServiceBrowser(Generic[T]):
             await browser.async_cancel()
         if zc is not None:
             await zc.async_close()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.close()
 
     @property
     def items(self) -> dict[str, T]:
