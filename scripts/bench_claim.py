@@ -130,7 +130,6 @@ from cryptography.hazmat.primitives.asymmetric import padding, rsa  # noqa: E402
 
 from firmware_model import DeviceIdentity, DeviceKey, DeviceState, RadioEnvironment  # noqa: E402
 from softap_sim import event_loop  # noqa: E402
-from softap_sim.cloud_client import HELLO_FLAGS, PLATFORM_ID, load_server_key  # noqa: E402
 from softap_sim.protocol import coap  # noqa: E402
 from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option  # noqa: E402
 from softap_sim.protocol.lightssl import (  # noqa: E402
@@ -139,6 +138,7 @@ from softap_sim.protocol.lightssl import (  # noqa: E402
     DeviceHandshake,
     _rsa_raw_sign,
 )
+from softap_sim.transports.cloud_link import HELLO_FLAGS, PLATFORM_ID, load_server_key  # noqa: E402
 
 HOST: Final = "127.0.0.1"
 READY_TIMEOUT_S: Final = 60.0

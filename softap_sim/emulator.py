@@ -51,7 +51,6 @@ from firmware_model.events import (
     DisconnectCloud,
     PowerOn,
 )
-from softap_sim.cloud_client import DeviceCloudClient, load_server_key
 from softap_sim.config import SimConfig
 from softap_sim.control import Control
 from softap_sim.dispatch import CommandDispatcher
@@ -61,6 +60,7 @@ from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.store import StateStore
 from softap_sim.transcript import CLAIM_CODE_EVENT, Transcript
+from softap_sim.transports.cloud_link import DeviceCloudClient, load_server_key
 from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer
 
