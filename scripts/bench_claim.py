@@ -160,7 +160,7 @@ HOME: Final = {
     "password": "home-wifi-password",
 }
 WPA2_AES: Final = 0x00400004  # the WICED value the apps send in configure-ap "sec"
-#: what the emulated Photon sends as its Hello (softap_sim.cloud_client)
+#: what the emulated Photon sends as its Hello (softap_sim.transports.cloud_link)
 HELLO_PAYLOAD: Final = (
     PLATFORM_ID.to_bytes(2, "big") + bytes([0, 0, 0, HELLO_FLAGS]) + PLATFORM_ID.to_bytes(2, "big")
 )
