@@ -25,7 +25,7 @@ This process then measures, one after the other in the same run:
 Reported: handshake p50/p99/max in both phases and their ratio, the grants answered in the
 flood by status (200 ok, 400 bad password, 429 rate limited: the bounded scrypt queue), and
 the grants' own p50/p99. The device's own connect timeout is 10 s
-(``softap_sim.cloud_client``); ``--enforce`` exits 1 when a flood handshake takes longer
+(``softap_sim.transports.cloud_link``); ``--enforce`` exits 1 when a flood handshake takes longer
 than ``--max-flood-handshake-s`` (default 1.0) or fails, 2 on set-up failure.
 
 Examples::

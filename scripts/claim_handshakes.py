@@ -27,7 +27,7 @@ from claim_cloud import HOST, CloudProcess, cloud_argv
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from firmware_model import DeviceIdentity, DeviceKey
-from softap_sim.cloud_client import HELLO_FLAGS, PLATFORM_ID, load_server_key
+from softap_sim.transports.cloud_link import HELLO_FLAGS, PLATFORM_ID, load_server_key
 from softap_sim.protocol import coap
 from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option
 from softap_sim.protocol.lightssl import (
@@ -38,7 +38,7 @@ from softap_sim.protocol.lightssl import (
 
 #: the server's own handshake limit (device_server.HANDSHAKE_TIMEOUT_S)
 HANDSHAKE_TIMEOUT_S: Final = 30.0
-#: what the emulated Photon sends as its Hello (softap_sim.cloud_client)
+#: what the emulated Photon sends as its Hello (softap_sim.transports.cloud_link)
 HELLO_PAYLOAD: Final = (
     PLATFORM_ID.to_bytes(2, "big") + bytes([0, 0, 0, HELLO_FLAGS]) + PLATFORM_ID.to_bytes(2, "big")
 )

@@ -18,7 +18,7 @@ from typing import Any
 from firmware_model import Device, DeviceState, Effect, Event
 from firmware_model.app import EventSpec
 from firmware_model.events import CloudFinished, CloudLost
-from softap_sim.cloud_client import DeviceCloudClient, load_server_key
+from softap_sim.transports.cloud_link import DeviceCloudClient, load_server_key
 from softap_sim.config import SimConfig
 from softap_sim.errors import LifecycleError
 from softap_sim.scheduler import Scheduler, TimerHandle

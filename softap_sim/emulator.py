@@ -40,7 +40,7 @@ from firmware_model.events import (
     PowerOn,
 )
 from softap_sim.access_point import AccessPointRunner
-from softap_sim.cloud_client import DeviceCloudClient
+from softap_sim.transports.cloud_link import DeviceCloudClient
 from softap_sim.cloud_session import EVENT_LOG, CloudSessions
 from softap_sim.config import SimConfig
 from softap_sim.control import Control

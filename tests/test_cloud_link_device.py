@@ -134,7 +134,7 @@ async def test_garbage_from_the_server_ends_the_session_once(
         cloud_endpoint=("127.0.0.1", port),
         server_public_key_pem=pem,
     )
-    caplog.set_level("WARNING", logger="softap_sim.cloud_client")
+    caplog.set_level("WARNING", logger="softap_sim.transports.cloud_link")
     try:
         async with DeviceEmulator(cfg, clock=ManualClock()) as emu:
             await join(emu)

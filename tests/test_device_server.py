@@ -30,12 +30,14 @@ from softap_sim.cloud import hashing, models
 from softap_sim.cloud.app import CloudServer
 from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
-from softap_sim.cloud.device_server import DeviceServer, Hello, decode_variable, parse_describe
+from softap_sim.cloud.device_exchange import variable_value
+from softap_sim.cloud.device_server import DeviceServer
 from softap_sim.cloud.errors import DeviceError, DeviceOffline, DeviceTimeout
 from softap_sim.cloud.models.claims import CLAIM_CODE_LIFETIME_S
 from softap_sim.cloud.principal import Principal
 from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option, decode, encode
 from softap_sim.protocol.lightssl import Channel, ChannelError, DeviceHandshake
+from softap_sim.protocol.link import Hello, parse_describe
 
 T0 = 1_700_000_000.0
 WAIT_S = 5.0  # the bound of every wait; nothing should come close
@@ -551,11 +553,11 @@ def test_parse_describe_and_hello() -> None:
         with pytest.raises(ValueError):
             parse_describe(bad)
     raw = bytes.fromhex(DEV)
-    hello = Hello.parse(struct.pack(">HHBBHH", 6, 3, 0, 2, 6, 12) + raw)
+    hello = Hello.decode(struct.pack(">HHBBHH", 6, 3, 0, 2, 6, 12) + raw)
     assert hello == Hello(6, 3, 2, 6, DEV)
-    assert Hello.parse(b"\x00\x06\x00\x01") == Hello(6, 1)
+    assert Hello.decode(b"\x00\x06\x00\x01") == Hello(6, 1)
     with pytest.raises(ChannelError):
-        Hello.parse(struct.pack(">HHBBHH", 6, 3, 0, 2, 6, 12) + raw[:5])
+        Hello.decode(struct.pack(">HHBBHH", 6, 3, 0, 2, 6, 12) + raw[:5])
 
 
 # -- events, subscriptions, time, pings, last_heard ----------------------------------
@@ -758,7 +760,7 @@ async def test_variable_reads(env: Env, code: int, payload: bytes, expected: Any
 def test_decode_variable_rejects_wrong_sizes() -> None:
     for var_type, payload in [("int32", b"\x00"), ("double", b"\x00" * 4), ("bool", b"")]:
         with pytest.raises(DeviceError):
-            decode_variable(var_type, payload)
+            variable_value(var_type, payload)
 
 
 @pytest.mark.asyncio

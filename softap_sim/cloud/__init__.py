@@ -18,7 +18,8 @@ Layout (moto's split, house-style.md §5)::
     app.py                the aiohttp application, JSON errors, the REST server
     device_server.py      the Photon endpoint (TCP 5683) and the DeviceLink
       device_session.py     one device connection
-      device_messages.py    Hello, Describe, variable values
+      device_exchange.py    what the cloud sends a device, the replies it awaits
+      device_subscriptions.py  which published events a device gets
     service.py            CloudService: backend + REST + device server, as run by the CLI
 
 The cloud imports nothing from ``firmware_model``.

@@ -1,166 +1,133 @@
-"""The device server's side of CoAP requests to a device: ids, tokens, replies.
+"""What the cloud sends one connected device, and the replies it awaits.
 
-A base of :class:`~.device_session.Session`: it sends requests (Describe, function calls,
-variable reads) with a fresh message id and one-byte token and matches piggybacked and
-separate responses to them; it also sends events to the device.
+:class:`DeviceExchange` is the I/O half of a session's
+:class:`~softap_sim.protocol.link.LinkConnection`: it encrypts and writes messages, turns a
+request into a future that the matching :class:`~softap_sim.protocol.link.Response`
+resolves (the link keeps the ids, tokens and deadlines; the exchange keeps the futures and
+the timers), and maps what the device answers onto the REST API's errors.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
-import logging
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable
+from typing import Any
 
-from softap_sim.cloud.device_messages import (
-    FUNCTION_NOT_FOUND,
-    VARIABLE_NOT_FOUND,
-    code_text,
-    decode_variable,
-    is_success,
-    path,
-)
 from softap_sim.cloud.errors import DeviceError, DeviceOffline, DeviceTimeout
-from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option, encode
+from softap_sim.protocol.coap import CoapMessage, Code, encode
 from softap_sim.protocol.lightssl import Channel
-
-if TYPE_CHECKING:
-    from softap_sim.cloud.backend import CloudBackend
-
-log = logging.getLogger("softap_sim.cloud.device_server")
+from softap_sim.protocol.link import (
+    LinkConnection,
+    LinkError,
+    Pending,
+    Response,
+    TokensExhaustedError,
+    code_text,
+    decode_function_result,
+    decode_variable,
+    function_request,
+    is_success,
+    variable_request,
+)
 
 #: a device that stops reading while this much is queued for it is disconnected
 MAX_WRITE_BUFFER_BYTES = 256 * 1024
 
-
-@dataclass(slots=True)
-class Pending:
-    future: asyncio.Future[CoapMessage]
-    message_id: int
-    token: bytes
+FUNCTION_NOT_FOUND = "Function not found"
+VARIABLE_NOT_FOUND = "Variable not found"
 
 
-class CoapExchange:
-    """Outgoing messages of one device session (see the module docstring)."""
+def variable_value(var_type: str | None, payload: bytes) -> Any:
+    """A variable reply's payload as the REST value; a malformed one is a ``DeviceError``."""
+    try:
+        return decode_variable(var_type, payload)
+    except LinkError:
+        raise DeviceError(f"The device sent a malformed {var_type} value", status=500) from None
 
-    backend: CloudBackend
-    writer: asyncio.StreamWriter
-    device_id: str | None
-    variables: dict[str, str]
-    finished: asyncio.Event
-    _channel: Channel | None
-    _mid: int
-    _next_token: int
-    _by_mid: dict[int, Pending]
-    _by_token: dict[bytes, Pending]
 
-    def abort(self, reason: str) -> None:
-        raise NotImplementedError  # Session
+class DeviceExchange:
+    """Messages to one device; ``abort`` ends the session (the device stopped reading).
 
-    # -- outgoing --------------------------------------------------------------------
-    def _new_mid(self) -> int:
-        self._mid = (self._mid + 1) & 0xFFFF
-        return self._mid
+    Until the handshake sets ``channel`` nothing is sent and requests fail as offline.
+    """
 
-    def _new_token(self) -> bytes:
-        for _ in range(256):
-            self._next_token = (self._next_token + 1) & 0xFF
-            token = bytes([self._next_token])
-            if token not in self._by_token:
-                return token
-        raise DeviceError("Too many requests in flight to this device", status=429)
+    def __init__(
+        self, link: LinkConnection, writer: asyncio.StreamWriter, abort: Callable[[str], None]
+    ) -> None:
+        self.link = link
+        self.channel: Channel | None = None
+        self._writer = writer
+        self._abort = abort
+        self._waiting: dict[Pending, asyncio.Future[CoapMessage]] = {}
+        self._closed = False
 
-    def _send(self, msg: CoapMessage) -> None:
+    def send(self, msg: CoapMessage | None) -> None:
         """Encrypt and queue one message; encrypt+write is atomic, so IVs chain in order."""
-        if self._channel is None or self.writer.is_closing():
+        if msg is None or self.channel is None or self._writer.is_closing():
             return
-        self.writer.write(self._channel.encrypt(encode(msg)))
-        if self.writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
-            self.abort("the device stopped reading")
+        self._writer.write(self.channel.encrypt(encode(msg)))
+        if self._writer.transport.get_write_buffer_size() > MAX_WRITE_BUFFER_BYTES:
+            self._abort("the device stopped reading")
 
     def send_event(self, name: str, data: str | None, *, private: bool = True) -> None:
         """An event to the device: CON POST ``E``/``e`` ‖ name (its ACK is not awaited)."""
-        options = [path(b"E" if private else b"e"), path(name.encode("utf-8"))]
         payload = data.encode("utf-8") if data else b""
-        self._send(CoapMessage(CoapType.CON, Code.POST, self._new_mid(), b"", options, payload))
+        self.send(self.link.event(name, payload, private=private))
 
-    async def request(self, msg: CoapMessage, timeout_s: float) -> CoapMessage:
-        """Send a CON request with a fresh id and 1-byte token; the response message.
+    async def request(self, template: CoapMessage, timeout_s: float) -> CoapMessage:
+        """Send ``template`` as a CON request; the response message.
 
         Piggybacked (ACK with a code) and separate (empty ACK, then NON/CON with the
         token) responses both resolve it; an RST resolves it too (code 0).
         """
-        if self._channel is None or self.writer.is_closing() or self.finished.is_set():
+        if self._closed or self.channel is None or self._writer.is_closing():
             raise DeviceOffline()
-        token = self._new_token()
-        mid = self._new_mid()
-        future: asyncio.Future[CoapMessage] = asyncio.get_running_loop().create_future()
-        pending = Pending(future, mid, token)
-        self._by_mid[mid] = pending
-        self._by_token[token] = pending
+        loop = asyncio.get_running_loop()
         try:
-            self._send(
-                CoapMessage(CoapType.CON, msg.code, mid, token, list(msg.options), msg.payload)
-            )
-            async with asyncio.timeout(timeout_s):
+            pending = self.link.request(template, deadline=loop.time() + timeout_s)
+        except TokensExhaustedError:
+            raise DeviceError("Too many requests in flight to this device", status=429) from None
+        future: asyncio.Future[CoapMessage] = loop.create_future()
+        self._waiting[pending] = future
+        try:
+            self.send(pending.message)
+            async with asyncio.timeout_at(pending.deadline):
                 return await future
         except TimeoutError:
             raise DeviceTimeout() from None
         finally:
-            if self._by_mid.get(mid) is pending:
-                del self._by_mid[mid]
-            if self._by_token.get(token) is pending:
-                del self._by_token[token]
+            del self._waiting[pending]
+            self.link.forget(pending)
 
-    def _on_reply(self, msg: CoapMessage) -> None:
-        if msg.type in (CoapType.ACK, CoapType.RST):
-            pending = self._by_mid.pop(msg.message_id, None)
-            if pending is None:
-                return  # the ACK of a ping, a Hello, an event: nothing waits for it
-            if msg.type == CoapType.ACK and msg.code == Code.EMPTY:
-                return  # a separate response with the token follows
-        else:
-            pending = self._by_token.get(msg.token)
-            if pending is None:
-                log.debug("device server: response with an unknown token from %s", self.device_id)
-                return
-        self._by_token.pop(pending.token, None)
-        self._by_mid.pop(pending.message_id, None)
-        if not pending.future.done():
-            pending.future.set_result(msg)
+    def resolve(self, response: Response) -> None:
+        future = self._waiting.get(response.pending)
+        if future is not None and not future.done():
+            future.set_result(response.message)
+
+    def close(self) -> None:
+        """The session ended: every waiting request fails with ``DeviceOffline``."""
+        self._closed = True
+        for future in self._waiting.values():
+            if not future.done():
+                future.set_exception(DeviceOffline())
 
     # -- what the REST API asks for --------------------------------------------------
     async def call_function(self, name: str, arg: str, timeout_s: float) -> int:
-        options = [path(b"f"), path(name.encode("utf-8")), (Option.URI_QUERY, arg.encode())]
-        reply = await self.request(
-            CoapMessage(CoapType.CON, Code.POST, 0, options=options), timeout_s
-        )
+        reply = await self.request(function_request(name, arg), timeout_s)
         if reply.code == Code.NOT_FOUND:
             raise DeviceError(FUNCTION_NOT_FOUND, status=404)
         if not is_success(reply.code):
             raise DeviceError(f"The function call failed ({code_text(reply.code)})", status=500)
-        if len(reply.payload) != 4:
-            raise DeviceError("The device sent a malformed function result", status=500)
-        return int.from_bytes(reply.payload, "big", signed=True)
+        try:
+            return decode_function_result(reply.payload)
+        except LinkError:
+            raise DeviceError("The device sent a malformed function result", status=500) from None
 
-    async def get_variable(self, name: str, timeout_s: float) -> Any:
-        var_type = self.variables.get(name)
-        if var_type is None:
-            device_id = self.device_id
-            assert device_id is not None
-            row = await self.backend.device_row(device_id)
-            if row is not None:
-                try:
-                    var_type = json.loads(row["variables"] or "{}").get(name)
-                except (json.JSONDecodeError, AttributeError):
-                    var_type = None
-        options = [path(b"v"), path(name.encode("utf-8"))]
-        reply = await self.request(
-            CoapMessage(CoapType.CON, Code.GET, 0, options=options), timeout_s
-        )
+    async def get_variable(self, name: str, var_type: str | None, timeout_s: float) -> Any:
+        """Read a variable, decoded per ``var_type`` (its described type, if known)."""
+        reply = await self.request(variable_request(name), timeout_s)
         if reply.code == Code.NOT_FOUND:
             raise DeviceError(VARIABLE_NOT_FOUND, status=404)
         if not is_success(reply.code):
             raise DeviceError(f"The variable read failed ({code_text(reply.code)})", status=500)
-        return decode_variable(var_type, reply.payload)
+        return variable_value(var_type, reply.payload)

@@ -1,7 +1,8 @@
 """The cloud's device server: the Photon's TCP protocol on port 5683 (cloud-api.md §8, §9.2).
 
 :class:`DeviceServer` listens, runs one :class:`~.device_session.Session` per connection
-and keeps the one online session of each device. It implements
+and keeps the one online session of each device; it is the sessions'
+:class:`~.device_session.SessionHost`. It implements
 :class:`~softap_sim.cloud.principal.DeviceLink`: set ``backend.link = device_server`` and
 REST function calls and variable reads reach the device. Only devices whose id and
 public key are in the registry complete the handshake.
@@ -13,6 +14,7 @@ import asyncio
 import collections
 import concurrent.futures
 import contextlib
+import json
 import logging
 import os
 from collections.abc import Callable
@@ -21,7 +23,6 @@ from typing import Any
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from softap_sim.cloud.backend import CloudBackend
-from softap_sim.cloud.device_messages import DESCRIBE_TYPES, Hello, decode_variable, parse_describe
 from softap_sim.cloud.device_session import Session
 from softap_sim.cloud.errors import DeviceOffline
 
@@ -100,7 +101,7 @@ class DeviceServer:
         ):
             return  # the common case (status and claim events of a fleet): no walk at all
         name = str(event.get("name", ""))
-        if not any(session.subscribes_to(name) for session in self.app_subscribers):
+        if not any(session.subscriptions.matches(name) for session in self.app_subscribers):
             return
         if self._routing is None or self._routing.done():
             self._routing = asyncio.get_running_loop().create_task(self._route_queued())
@@ -115,15 +116,15 @@ class DeviceServer:
             for session in list(self.app_subscribers):
                 if not session.online or session.device_id is None:
                     continue
-                if not session.subscribes_to(name):
+                if not session.subscriptions.matches(name):
                     continue
                 try:
                     row = await self.backend.device_owners(session.device_id)
                 except Exception as err:  # the database is closing: no routing then
                     log.debug("device server: cannot route %s: %s", name, err)
                     continue
-                if row is not None and session.wants_event(event, row):
-                    session.send_event(
+                if row is not None and session.subscriptions.wants(event, row, session.device_id):
+                    session.exchange.send_event(
                         name, event.get("data"), private=bool(event.get("private", True))
                     )
 
@@ -180,7 +181,8 @@ class DeviceServer:
             self.app_subscribers.discard(session)
             self._tasks.discard(task)
 
-    async def _take_over(self, device_id: str, session: Session) -> None:
+    # -- SessionHost -----------------------------------------------------------------
+    async def take_over(self, device_id: str, session: Session) -> None:
         """Make ``session`` the device's one session; an older one ends first."""
         old = self._sessions.get(device_id)
         if old is not None and old is not session:
@@ -193,13 +195,17 @@ class DeviceServer:
             if not waiter.done():
                 waiter.set_result(None)
 
-    def _release(self, device_id: str, session: Session) -> bool:
+    def release(self, device_id: str, session: Session) -> bool:
         """Forget ``session``; False when another session is the device's current one."""
         current = self._sessions.get(device_id)
         self.app_subscribers.discard(session)
         if current is session:
             del self._sessions[device_id]
         return current is None or current is session
+
+    def route_events_to(self, session: Session) -> None:
+        """``session`` subscribed to an application prefix: events are routed to it."""
+        self.app_subscribers.add(session)
 
     def _session(self, device_id: str) -> Session:
         session = self._sessions.get(device_id)
@@ -217,11 +223,23 @@ class DeviceServer:
         ``DeviceOffline`` when it has no session, ``DeviceTimeout`` after ``timeout_s``,
         ``DeviceError`` 404 "Function not found" when it answers 4.04.
         """
-        return await self._session(device_id).call_function(name, arg, timeout_s)
+        return await self._session(device_id).exchange.call_function(name, arg, timeout_s)
 
     async def get_variable(self, device_id: str, name: str, timeout_s: float) -> Any:
-        """Read a variable, decoded per its described type (int, float, bool or str)."""
-        return await self._session(device_id).get_variable(name, timeout_s)
+        """Read a variable, decoded per its described type (int, float, bool or str).
+
+        The type is the session's Describe reply's or, before one, the stored description's.
+        """
+        session = self._session(device_id)
+        var_type = session.variables.get(name)
+        if var_type is None:
+            row = await self.backend.device_row(device_id)
+            if row is not None:
+                try:
+                    var_type = json.loads(row["variables"] or "{}").get(name)
+                except (json.JSONDecodeError, AttributeError):
+                    var_type = None
+        return await session.exchange.get_variable(name, var_type, timeout_s)
 
     # -- extras ----------------------------------------------------------------------
     def online_devices(self) -> list[str]:
@@ -229,13 +247,13 @@ class DeviceServer:
 
     def subscriptions(self, device_id: str) -> list[tuple[str, bool]]:
         """The device's event subscriptions: (prefix, MY_DEVICES only)."""
-        return list(self._session(device_id).subscriptions)
+        return list(self._session(device_id).subscriptions.items)
 
     def send_event(
         self, device_id: str, name: str, data: str | None = None, *, private: bool = True
     ) -> None:
         """Send an event to a connected device (``DeviceOffline`` if it is not)."""
-        self._session(device_id).send_event(name, data, private=private)
+        self._session(device_id).exchange.send_event(name, data, private=private)
 
     async def wait_ready(self, device_id: str, timeout_s: float = 10.0) -> None:
         """Until the device is online and its Describe step finished (stored or failed).
@@ -258,12 +276,3 @@ class DeviceServer:
                 await session.described.wait()
                 if self._sessions.get(device_id) is session:
                     return
-
-
-__all__ = [
-    "DESCRIBE_TYPES",
-    "DeviceServer",
-    "Hello",
-    "decode_variable",
-    "parse_describe",
-]

@@ -1,7 +1,8 @@
 """One device connection of the device server, from the nonce to the offline event.
 
 A thin asyncio transport around the sans-IO codecs (:mod:`softap_sim.protocol.lightssl`,
-:mod:`softap_sim.protocol.coap`); every database effect goes through a backend verb::
+:mod:`softap_sim.protocol.coap`, :mod:`softap_sim.protocol.link`); every database effect
+goes through a backend verb::
 
     S→D nonce (40)        D→S RSA block (256)      S→D session ‖ signature (384)
     D→S Hello (CON POST h)  S→D empty ACK + Hello (CON POST h, no payload)
@@ -12,47 +13,56 @@ Any malformed, truncated or oversized frame, any CoAP error, a missing Hello, a 
 device or an unknown key ends *that* session with one log line; the session is then
 marked offline and ``spark/status`` ``offline`` is published. Claim codes and event
 payloads are never logged.
+
+The session reaches its server only through :class:`SessionHost`, so this module does not
+import :mod:`~softap_sim.cloud.device_server` (which imports it).
 """
 
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import logging
 import sqlite3
-from collections.abc import Coroutine, Mapping
-from typing import TYPE_CHECKING, Any
+from collections.abc import Callable, Coroutine
+from typing import Any, Protocol
 
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from softap_sim.cloud.device_exchange import CoapExchange, Pending
-from softap_sim.cloud.device_messages import (
+from softap_sim.cloud.backend import CloudBackend
+from softap_sim.cloud.device_exchange import DeviceExchange
+from softap_sim.cloud.device_subscriptions import Subscriptions
+from softap_sim.cloud.errors import CloudError
+from softap_sim.cloud.events import device_event
+from softap_sim.errors import SimulatorError, StateError
+from softap_sim.protocol.coap import CoapError, CoapMessage, CoapType, Code, decode
+from softap_sim.protocol.lightssl import Channel, ChannelError, ServerHandshake
+from softap_sim.protocol.link import (
     CLAIM_CODE_EVENT,
     CLAIM_CONFIRM_EVENT,
     STATUS_EVENT,
     Hello,
+    LinkConnection,
+    Ping,
+    Request,
+    Response,
+    UnknownResponse,
+    ack,
+    decode_event,
+    decode_subscription,
+    describe_request,
+    encode_time,
     is_success,
     parse_describe,
-    path,
-    uint,
 )
-from softap_sim.cloud.errors import CloudError, DeviceOffline
-from softap_sim.cloud.events import DEFAULT_EVENT_TTL_S, device_event
-from softap_sim.errors import SimulatorError, StateError
-from softap_sim.protocol.coap import CoapError, CoapMessage, CoapType, Code, Option, decode
-from softap_sim.protocol.lightssl import Channel, ChannelError, ServerHandshake
-
-if TYPE_CHECKING:
-    from softap_sim.cloud.device_server import DeviceServer
 
 log = logging.getLogger("softap_sim.cloud.device_server")
 
 #: ``last_heard`` is written at most this often per session
 HEARD_WRITE_INTERVAL_S = 5.0
 READ_CHUNK_BYTES = 4096
-#: a device that stops reading while this much is queued for it is disconnected
-MAX_WRITE_BUFFER_BYTES = 256 * 1024
 
 
 class _SessionEnd(SimulatorError):
@@ -64,15 +74,31 @@ class _SessionEnd(SimulatorError):
         self.warn = warn
 
 
-#: subscriptions kept per device (Device OS allows 4 app handlers; a hostile peer more)
-MAX_SUBSCRIPTIONS = 32
+class SessionHost(Protocol):
+    """What a session needs from its device server (:class:`~.device_server.DeviceServer`)."""
+
+    backend: CloudBackend
+    server_key: rsa.RSAPrivateKey
+    random_bytes: Callable[[int], bytes]
+    handshake_timeout_s: float
+    keepalive_s: float
+    handshake_executor: concurrent.futures.ThreadPoolExecutor | None
+
+    async def take_over(self, device_id: str, session: Session) -> None:
+        """Make ``session`` the device's one online session (an older one ends first)."""
+
+    def release(self, device_id: str, session: Session) -> bool:
+        """Forget ``session``; False when another session is the device's current one."""
+
+    def route_events_to(self, session: Session) -> None:
+        """``session`` has an application subscription: published events may concern it."""
 
 
-class Session(CoapExchange):
+class Session:
     """One device connection, from the nonce to the offline event."""
 
     def __init__(
-        self, server: DeviceServer, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
+        self, server: SessionHost, reader: asyncio.StreamReader, writer: asyncio.StreamWriter
     ) -> None:
         self.server = server
         self.backend = server.backend
@@ -85,16 +111,15 @@ class Session(CoapExchange):
         self.online = False
         self.functions: list[str] = []
         self.variables: dict[str, str] = {}
-        #: (prefix, my_devices_only) from the device's GET ``e`` requests
-        self.subscriptions: list[tuple[str, bool]] = []
+        #: from the device's GET ``e`` requests
+        self.subscriptions = Subscriptions()
         self.described = asyncio.Event()
         self.finished = asyncio.Event()
+        self.link = LinkConnection(int.from_bytes(server.random_bytes(2), "big"))
+        #: what the cloud sends the device: events, and requests awaiting replies
+        self.exchange = DeviceExchange(self.link, writer, self.abort)
         self._channel: Channel | None = None
         self._abort_reason: str | None = None
-        self._by_mid: dict[int, Pending] = {}
-        self._by_token: dict[bytes, Pending] = {}
-        self._next_token = 0
-        self._mid = int.from_bytes(server.random_bytes(2), "big")
         self._tasks: set[asyncio.Task[None]] = set()
         self._heard_written = float("-inf")
         self._ping_outstanding = False
@@ -152,11 +177,7 @@ class Session(CoapExchange):
             )
         for task in list(self._tasks):
             task.cancel()
-        for pending in list(self._by_mid.values()) + list(self._by_token.values()):
-            if not pending.future.done():
-                pending.future.set_exception(DeviceOffline())
-        self._by_mid.clear()
-        self._by_token.clear()
+        self.exchange.close()
         self.writer.close()
         with contextlib.suppress(ConnectionError, OSError, TimeoutError):
             async with asyncio.timeout(1.0):
@@ -190,7 +211,7 @@ class Session(CoapExchange):
             if reply is None or handshake.session is None:
                 raise ChannelError("the handshake did not complete")
             self.device_id = handshake.device_id
-            self._channel = Channel(handshake.session)
+            self._channel = self.exchange.channel = Channel(handshake.session)
             self.writer.write(reply)
             frames: list[bytes] = []
             while not frames:
@@ -201,12 +222,12 @@ class Session(CoapExchange):
         hello = decode(frames[0])
         if hello.code != Code.POST or hello.uri_path != [b"h"]:
             raise _SessionEnd("the first message is not a Hello")
-        self.hello = Hello.parse(hello.payload)
+        self.hello = Hello.decode(hello.payload)
         if self.hello.device_id is not None and self.hello.device_id != self.device_id:
             raise _SessionEnd("the Hello names another device id")
         if hello.type == CoapType.CON:
-            self._send(CoapMessage(CoapType.ACK, Code.EMPTY, hello.message_id))
-        self._send(CoapMessage(CoapType.CON, Code.POST, self._new_mid(), options=[path(b"h")]))
+            self.exchange.send(ack(hello))
+        self.exchange.send(self.link.hello())
         return frames[1:]
 
     def _lookup_key(self, device_id: str) -> rsa.RSAPublicKey | None:
@@ -229,7 +250,7 @@ class Session(CoapExchange):
     async def _go_online(self) -> None:
         device_id = self.device_id
         assert device_id is not None
-        await self.server._take_over(device_id, self)
+        await self.server.take_over(device_id, self)
         now = self.backend.now()  # the time the verb stamps (it reads the clock at once)
         row = await self.backend.device_online(device_id, self.peer)
         self.online = True
@@ -239,7 +260,7 @@ class Session(CoapExchange):
 
     async def _go_offline(self, device_id: str) -> None:
         self.online = False
-        if not self.server._release(device_id, self):
+        if not self.server.release(device_id, self):
             return  # a newer session owns the device now
         try:
             now = self.backend.now()
@@ -253,10 +274,7 @@ class Session(CoapExchange):
         device_id = self.device_id
         assert device_id is not None
         try:
-            reply = await self.request(
-                CoapMessage(CoapType.CON, Code.GET, 0, options=[path(b"d")]),
-                self.backend.call_timeout_s,
-            )
+            reply = await self.exchange.request(describe_request(), self.backend.call_timeout_s)
             if not is_success(reply.code):
                 raise ValueError(f"code {reply.code >> 5}.{reply.code & 0x1F:02d}")
             await self._store_description(reply.payload)
@@ -285,7 +303,7 @@ class Session(CoapExchange):
                 if self._ping_outstanding:
                     raise _SessionEnd("the device stopped answering") from None
                 self._ping_outstanding = True
-                self._send(CoapMessage(CoapType.CON, Code.EMPTY, self._new_mid()))
+                self.exchange.send(self.link.ping())
                 continue
             if not data:
                 if self._fed != self._consumed:
@@ -306,27 +324,29 @@ class Session(CoapExchange):
         await self.backend.device_heard(device_id)
 
     async def _handle(self, msg: CoapMessage) -> None:
-        if msg.type in (CoapType.ACK, CoapType.RST):
-            self._on_reply(msg)
-            return
-        if msg.code == Code.EMPTY:  # a ping
+        event = self.link.receive(msg)
+        if isinstance(event, Request):
+            await self._on_request(msg)
+        elif isinstance(event, Response):
+            if msg.type == CoapType.CON:  # a confirmable separate response
+                self.exchange.send(ack(msg))
+            self.exchange.resolve(event)
+        elif isinstance(event, UnknownResponse):
             if msg.type == CoapType.CON:
-                self._send(CoapMessage(CoapType.ACK, Code.EMPTY, msg.message_id))
-            return
-        if msg.code >> 5:  # a separate response (NON or CON) to one of our requests
-            if msg.type == CoapType.CON:
-                self._send(CoapMessage(CoapType.ACK, Code.EMPTY, msg.message_id))
-            self._on_reply(msg)
-            return
+                self.exchange.send(ack(msg))
+            log.debug("device server: response with an unknown token from %s", self.device_id)
+        elif isinstance(event, Ping) and msg.type == CoapType.CON:
+            self.exchange.send(ack(msg))
+
+    async def _on_request(self, msg: CoapMessage) -> None:
         path = msg.uri_path
         head = path[0] if path else b""
         if msg.code == Code.POST and head in (b"E", b"e"):
-            await self._on_event(msg, private=head == b"E")
+            await self._on_event(msg)
         elif msg.code == Code.GET and head == b"e":
             self._on_subscribe(msg)
         elif msg.code == Code.GET and head == b"t":
-            now = int(self.backend.now()) & 0xFFFFFFFF
-            self._reply(msg, Code.CONTENT, now.to_bytes(4, "big"))
+            self._reply(msg, Code.CONTENT, encode_time(self.backend.now()))
         elif msg.code == Code.POST and head == b"d":  # a description posted by the device
             self._reply(msg, Code.CHANGED)
             try:
@@ -341,75 +361,33 @@ class Session(CoapExchange):
 
     def _reply(self, msg: CoapMessage, code: int, payload: bytes = b"") -> None:
         """Answer a request: piggybacked on the ACK (CON) or a NON response."""
-        if msg.type == CoapType.CON:
-            if code == Code.EMPTY:
-                self._send(CoapMessage(CoapType.ACK, Code.EMPTY, msg.message_id))
-            else:
-                self._send(
-                    CoapMessage(CoapType.ACK, code, msg.message_id, msg.token, payload=payload)
-                )
-        elif code != Code.EMPTY:
-            self._send(CoapMessage(CoapType.NON, code, self._new_mid(), msg.token, payload=payload))
+        self.exchange.send(self.link.reply(msg, code, payload))
 
-    def subscribes_to(self, name: str) -> bool:
-        """An application subscription's prefix matches (the cheap first check)."""
-        if name.startswith(("spark/", "particle/")):
-            return False
-        return any(
-            prefix not in ("spark", "particle") and name.startswith(prefix)
-            for prefix, _mine in self.subscriptions
-        )
-
-    def wants_event(self, event: Mapping[str, Any], owners: Mapping[str, Any]) -> bool:
-        """Whether one of the device's subscriptions takes this event (cloud-api.md §8.4).
-
-        ``owners``: this device's row (``owner_user_id``, ``owner_customer_id``) now.
-        ``MY_DEVICES`` (``?u``): events of devices with the same owner, and the owner's
-        own publishes; otherwise also every public event. System names (``spark/``,
-        ``particle/``) are the cloud's to send, never routed between devices, and a
-        device does not get its own events back.
-        """
-        name = str(event.get("name", ""))
-        if event.get("coreid") == self.device_id:
-            return False
-        user, customer = owners.get("owner_user_id"), owners.get("owner_customer_id")
-        same_owner = (user is not None and event.get("owner_user_id") == user) or (
-            customer is not None and event.get("owner_customer_id") == customer
-        )
-        for prefix, mine in self.subscriptions:
-            if prefix in ("spark", "particle") or not name.startswith(prefix):
-                continue
-            if same_owner or (not mine and not event.get("private", True)):
-                return True
-        return False
-
+    # -- what the device sends --------------------------------------------------------
     def _on_subscribe(self, msg: CoapMessage) -> None:
-        prefix = "/".join(p.decode("utf-8", errors="replace") for p in msg.uri_path[1:])
-        mine = b"u" in msg.uri_query
-        if (prefix, mine) not in self.subscriptions and len(self.subscriptions) < MAX_SUBSCRIPTIONS:
-            self.subscriptions.append((prefix, mine))
-            if prefix not in ("spark", "particle"):
-                self.server.app_subscribers.add(self)  # events are routed to it
+        if self.subscriptions.add(*decode_subscription(msg)):
+            self.server.route_events_to(self)
         self._reply(msg, Code.EMPTY)
 
-    async def _on_event(self, msg: CoapMessage, *, private: bool) -> None:
-        name = "/".join(p.decode("utf-8", errors="replace") for p in msg.uri_path[1:])
-        if not name:
+    async def _on_event(self, msg: CoapMessage) -> None:
+        event = decode_event(msg)
+        if not event.name:
             self._reply(msg, Code.BAD_REQUEST)
             return
         self._reply(msg, Code.EMPTY)
-        ages = msg.option_values(Option.MAX_AGE)
-        ttl = uint(ages[0]) if ages else DEFAULT_EVENT_TTL_S
-        data = msg.payload.decode("utf-8", errors="replace") if msg.payload else None
         device_id = self.device_id
         assert device_id is not None
-        if name == CLAIM_CODE_EVENT:
-            await self._on_claim_code(device_id, data or "")
+        if event.name == CLAIM_CODE_EVENT:
+            await self._on_claim_code(device_id, event.data or "")
             return
         now = self.backend.now()
         row = await self.backend.device_owners(device_id)
         if row is not None:
-            self.backend.publish(device_event(row, name, data, now=now, ttl=ttl, private=private))
+            self.backend.publish(
+                device_event(
+                    row, event.name, event.data, now=now, ttl=event.ttl_s, private=event.private
+                )
+            )
 
     async def _on_claim_code(self, device_id: str, code: str) -> None:
         """cloud-api.md §7.4. The code itself is never published or logged."""
@@ -422,7 +400,7 @@ class Session(CoapExchange):
                 device_id,
             )
             return
-        self.send_event(CLAIM_CONFIRM_EVENT, None, private=True)
+        self.exchange.send_event(CLAIM_CONFIRM_EVENT, None, private=True)
         self.backend.publish(device_event(row, CLAIM_CONFIRM_EVENT, None, now=now))
         changed = before is None or (
             before["owner_user_id"],

@@ -1,4 +1,4 @@
-"""The emulated device's side of the cloud connection (TCP 5683, cloud-api.md §8).
+"""The emulated device's end of the cloud link (TCP 5683, cloud-api.md §8).
 
 Started by the emulator on the model's ``ConnectCloud`` effect: handshake with the
 server's RSA-2048 public key (as held in the device's DCT), Hello both ways, then what
@@ -8,6 +8,13 @@ then on answer Describe, function calls, variable reads and pings. A claim confi
 (any ``spark/device/claim/*`` event) clears the code and sets claimed, through the model.
 Any protocol error ends the session once and is reported to the model (blinking cyan,
 retry with back-off).
+
+Why it lives in ``transports/``: it is what that package holds, a thin asyncio adapter
+moving bytes between a socket and the sans-IO codecs (:mod:`~softap_sim.protocol.lightssl`,
+:mod:`~softap_sim.protocol.coap`, :mod:`~softap_sim.protocol.link`) on behalf of the
+firmware model, as ``tcp_server.py`` does for SoftAP. It is the *device's* end, so it is
+not under ``cloud/``: the cloud imports nothing from ``firmware_model``, and the device
+may face another server (a real one) just as well.
 """
 
 from __future__ import annotations
@@ -15,7 +22,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import struct
 from collections.abc import Callable
 from typing import Any
 
@@ -24,13 +30,25 @@ from cryptography.hazmat.primitives.asymmetric import rsa
 
 from firmware_model import Device, Effect
 from softap_sim.protocol import coap
-from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option
+from softap_sim.protocol.coap import CoapMessage, CoapType, Code
 from softap_sim.protocol.lightssl import Channel, ChannelError, DeviceHandshake
+from softap_sim.protocol.link import (
+    CLAIM_CODE_EVENT,
+    Hello,
+    LinkConnection,
+    Ping,
+    Request,
+    ack,
+    encode_function_result,
+    time_request,
+)
 
 log = logging.getLogger(__name__)
 
 PLATFORM_ID = 6  # Photon
 HELLO_FLAGS = 0
+#: what the Photon says first: product id = platform id, firmware 0, no device id
+HELLO = Hello(PLATFORM_ID, 0, HELLO_FLAGS, PLATFORM_ID)
 CONNECT_TIMEOUT_S = 10.0
 #: max_binary / ota_chunk_size the firmware reports (TCP, Photon)
 SYSTEM_EVENTS = (
@@ -75,20 +93,12 @@ class DeviceCloudClient:
         self._on_event = on_event
         self._writer: asyncio.StreamWriter | None = None
         self._channel: Channel | None = None
-        self._mid = 0
-        self._token = 0
+        #: ids, tokens and the awaited time reply; the handshake's salt seeds the real one
+        self._link = LinkConnection(0)
         self.up = False
         self.events_sent: list[str] = []
 
     # -- outgoing -------------------------------------------------------------------
-    def _next_mid(self) -> int:
-        self._mid = (self._mid + 1) & 0xFFFF
-        return self._mid
-
-    def _next_token(self) -> bytes:
-        self._token = (self._token + 1) & 0xFF
-        return bytes([self._token])
-
     def _send(self, msg: CoapMessage) -> None:
         if self._writer is None or self._channel is None or self._writer.is_closing():
             return
@@ -96,26 +106,14 @@ class DeviceCloudClient:
 
     def publish(self, name: str, data: bytes, *, private: bool = True, ttl: int = 60) -> None:
         """POST ``E``/``e`` with the whole name as one Uri-Path option; Max-Age if ttl != 60."""
-        options: list[tuple[int, bytes]] = [
-            (Option.URI_PATH, b"E" if private else b"e"),
-            (Option.URI_PATH, name.encode()),
-        ]
-        if ttl != 60:
-            options.append((Option.MAX_AGE, ttl.to_bytes((ttl.bit_length() + 7) // 8 or 1, "big")))
-        self._send(CoapMessage(CoapType.CON, Code.POST, self._next_mid(), b"", options, data))
+        self._send(self._link.event(name, data, private=private, ttl_s=ttl))
         self.events_sent.append(name)
         if self._on_event is not None:
             self._on_event("out", name, data.decode("utf-8", "replace"), private)
 
     def _subscribe(self, prefix: str, *, mine: bool = True) -> None:
         """GET ``e`` ‖ prefix; ``?u`` = MY_DEVICES (cloud-api.md §8.4)."""
-        options: list[tuple[int, bytes]] = [
-            (Option.URI_PATH, b"e"),
-            (Option.URI_PATH, prefix.encode()),
-        ]
-        if mine:
-            options.append((Option.URI_QUERY, b"u"))
-        self._send(CoapMessage(CoapType.CON, Code.GET, self._next_mid(), b"", options))
+        self._send(self._link.subscribe(prefix, mine=mine))
 
     # -- the session ----------------------------------------------------------------
     async def run(self) -> None:
@@ -152,13 +150,8 @@ class DeviceCloudClient:
                 writer.write(out)
         channel = Channel(hs.session)
         self._channel = channel
-        self._mid = int.from_bytes(channel.salt[:2], "big")
-        hello = struct.pack(">HHBBH", PLATFORM_ID, 0, 0, HELLO_FLAGS, PLATFORM_ID)
-        self._send(
-            CoapMessage(
-                CoapType.CON, Code.POST, self._next_mid(), b"", [(Option.URI_PATH, b"h")], hello
-            )
-        )
+        self._link = LinkConnection(int.from_bytes(channel.salt[:2], "big"))
+        self._send(self._link.hello(HELLO.encode()))
         got_hello = False
         while True:
             data = await (
@@ -173,7 +166,7 @@ class DeviceCloudClient:
                 if not got_hello and msg.code == Code.POST and msg.uri_path[:1] == [b"h"]:
                     got_hello = True
                     if msg.type is CoapType.CON:
-                        self._ack(msg)
+                        self._send(ack(msg))
                     self._after_handshake()
                 else:
                     self._handle(msg)
@@ -184,72 +177,66 @@ class DeviceCloudClient:
         self._on_up()
         code = self.device.claim_code_to_publish()
         if code is not None:
-            self.publish("spark/device/claim/code", code)
+            self.publish(CLAIM_CODE_EVENT, code)
         for name, data in SYSTEM_EVENTS:
             self.publish(name, data)
         self._subscribe("spark")
         self._subscribe("particle")
         for sub in self.device.app.subscriptions:  # Particle.subscribe() in setup()
             self._subscribe(sub.prefix, mine=sub.scope == "my_devices")
-        self._send(
-            CoapMessage(
-                CoapType.CON,
-                Code.GET,
-                self._next_mid(),
-                self._next_token(),
-                [(Option.URI_PATH, b"t")],
-            )
-        )
-
-    def _ack(self, msg: CoapMessage, code: int = Code.EMPTY, payload: bytes = b"") -> None:
-        token = msg.token if code != Code.EMPTY else b""
-        self._send(CoapMessage(CoapType.ACK, code, msg.message_id, token, [], payload))
+        self._send(self._link.request(time_request()).message)
 
     def _handle(self, msg: CoapMessage) -> None:
+        event = self._link.receive(msg)  # acks of our events and subscriptions: None
+        if isinstance(event, Request):
+            self._request(msg)
+        elif isinstance(event, Ping):
+            self._send(ack(msg))
+        elif event is not None and msg.type is CoapType.CON:
+            # a confirmable separate response: the device has no use for one (its time
+            # reply comes piggybacked) and answers 4.04 as to any request it cannot serve
+            self._send(ack(msg, Code.NOT_FOUND))
+
+    def _request(self, msg: CoapMessage) -> None:
         path = msg.uri_path
-        if msg.type is CoapType.ACK or msg.type is CoapType.RST:
-            return  # acks of our events, subscriptions and the time reply
-        if msg.code == Code.EMPTY:  # ping
-            self._ack(msg)
-            return
         head = path[0] if path else b""
         if msg.code == Code.POST and head in (b"E", b"e") and len(path) >= 2:
             if msg.type is CoapType.CON:
-                self._ack(msg)
+                self._send(ack(msg))
             name = path[1].decode("utf-8", "replace")
             data = msg.payload.decode("utf-8", "replace")
             if self._on_event is not None:
                 self._on_event("in", name, data, head == b"E")
             self._apply(self.device.receive_cloud_event(name, data))
         elif msg.code == Code.GET and head == b"d":
-            self._ack(msg, Code.CONTENT, self.device.app.describe())
+            self._send(ack(msg, Code.CONTENT, self.device.app.describe()))
         elif msg.code == Code.POST and head == b"f" and len(path) >= 2:
             self._function(msg, path[1].decode("utf-8", "replace"))
         elif msg.code == Code.GET and head == b"v" and len(path) >= 2:
             spec = self.device.app.variables.get(path[1].decode("utf-8", "replace"))
             if spec is None:
-                self._ack(msg, Code.NOT_FOUND)
+                self._send(ack(msg, Code.NOT_FOUND))
             else:
-                self._ack(msg, Code.CONTENT, spec.encode())
+                self._send(ack(msg, Code.CONTENT, spec.encode()))
         elif msg.type is CoapType.CON:
-            self._ack(msg, Code.NOT_FOUND)
+            self._send(ack(msg, Code.NOT_FOUND))
 
     def _function(self, msg: CoapMessage, name: str) -> None:
         spec = self.device.app.functions.get(name)
         if spec is None:
-            self._ack(msg, Code.NOT_FOUND)
+            self._send(ack(msg, Code.NOT_FOUND))
             return
         if spec.hang:
             return
         arg = b"".join(msg.uri_query).decode("utf-8", "replace")
-        result = struct.pack(">i", spec.call(arg))
+        result = encode_function_result(spec.call(arg))
         if spec.delay_s > 0:
             # a slow function: a separate reply with the request's token, later
-            self._ack(msg)
-            reply = CoapMessage(CoapType.NON, Code.CHANGED, self._next_mid(), msg.token, [], result)
+            self._send(ack(msg))
+            reply = self._link.separate_response(msg, Code.CHANGED, result)
             self._call_later(spec.delay_s, lambda: self._send(reply))
         else:
-            self._ack(msg, Code.CHANGED, result)
+            self._send(ack(msg, Code.CHANGED, result))
 
     def close(self) -> None:
         if self._writer is not None:
