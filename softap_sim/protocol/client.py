@@ -1,0 +1,522 @@
+"""Sans-IO codec of the *client* side of both SoftAP transports: requests out, replies in.
+
+:mod:`softap_sim.protocol.tcp` and :mod:`softap_sim.protocol.http` are the device's side;
+this module is what a setup app (the pytest plugin's clients, ``softap-sim replay``, the
+benchmarks, the tests' wire helpers) needs to talk to one: request bytes, one HTTP reply
+parser, and the provisioning steps. It never touches a socket, so the blocking and the
+async clients share every rule here and differ only in how they move bytes.
+
+The HTTP reply parser follows RFC 9112 §6 rather than the device's library: header names
+match case-insensitively, a reply without ``Content-Length`` or chunking ends when the
+connection closes, and a chunk-size line that is not hexadecimal raises
+:class:`ChunkedEncodingError` (the framing is lost; nothing after it can be trusted).
+"""
+
+from __future__ import annotations
+
+import enum
+import json
+import re
+from collections.abc import Generator, Mapping
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NamedTuple
+
+from softap_sim.errors import SimulatorError
+from softap_sim.protocol.tcp import PREAMBLE
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
+
+#: a request body: raw bytes, text, or a JSON object (serialised without spaces, as the apps do)
+Body = str | bytes | Mapping[str, Any] | None
+#: one request of a setup: the command name and its body
+Request = tuple[str, Body]
+
+_STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?")
+_HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
+#: hex digits, optional whitespace, optional ``;chunk-ext``; 16 digits is more than any
+#: reply a client could buffer
+_CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
+#: statuses whose replies never have a body (RFC 9112 §6.3)
+_NO_BODY = frozenset({204, 304})
+
+
+class SoftapClientError(SimulatorError):
+    """The device's reply is not what the client expected (the message shows it)."""
+
+
+class ChunkedEncodingError(SoftapClientError, ValueError):
+    """A chunked reply's framing is broken: a chunk-size line that is not hexadecimal, or
+    chunk data not followed by CR LF. A ``ValueError`` too, like the ``int()`` it replaces."""
+
+
+# ======================================================================================
+# requests
+# ======================================================================================
+def body_bytes(body: Body) -> bytes | None:
+    """The bytes of a request body; ``None`` means no body at all (an HTTP GET)."""
+    if body is None or isinstance(body, bytes):
+        return body
+    if isinstance(body, str):
+        return body.encode()
+    return json.dumps(dict(body), separators=(",", ":")).encode()
+
+
+def encode_tcp_request(command: str, body: Body = None) -> bytes:
+    """``<command>\\n<length>\\n\\n<body>`` (softap-protocol.md §2)."""
+    data = body_bytes(body) or b""
+    return b"%s\n%d\n\n%s" % (command.encode(), len(data), data)
+
+
+def encode_http_request(
+    address: tuple[str, int], command: str, body: Body = None, *, method: str | None = None
+) -> bytes:
+    """One HTTP/1.1 request, head and body in one write (the device parses one segment)."""
+    data = body_bytes(body)
+    verb = method or ("GET" if data is None else "POST")
+    path = command if command.startswith("/") else "/" + command
+    host, port = address
+    head = f"{verb} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+    if data is not None:
+        head += f"Content-Length: {len(data)}\r\n"
+    return head.encode() + b"\r\n" + (data or b"")
+
+
+# ======================================================================================
+# TCP replies
+# ======================================================================================
+def decode_tcp_reply(raw: bytes) -> Any:
+    """The reply's JSON; ``None`` for silence (unknown command) or a reply without JSON."""
+    if not raw:
+        return None
+    if not raw.startswith(PREAMBLE):
+        raise SoftapClientError(f"not a SoftAP TCP reply: {raw[:80]!r}")
+    text = raw[len(PREAMBLE) :]
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError:
+        raise SoftapClientError(f"the reply is not JSON: {raw[:80]!r}") from None
+
+
+# ======================================================================================
+# HTTP replies
+# ======================================================================================
+@dataclass(frozen=True, slots=True)
+class HttpReplyHead:
+    """A reply's status line and header fields (names as received, in order)."""
+
+    status: int
+    reason: str
+    headers: tuple[tuple[bytes, bytes], ...]
+
+    def get(self, name: bytes | str) -> bytes | None:
+        """The value of the first field called ``name``, matched case-insensitively."""
+        key = (name.encode("latin-1") if isinstance(name, str) else name).lower()
+        return next((v for n, v in self.headers if n.lower() == key), None)
+
+    @property
+    def chunked(self) -> bool:
+        """Whether the last transfer coding is ``chunked`` (it then wins over a length)."""
+        codings = b",".join(v for n, v in self.headers if n.lower() == b"transfer-encoding")
+        return codings.rsplit(b",", 1)[-1].strip().lower() == b"chunked"
+
+    @property
+    def content_length(self) -> int | None:
+        """``Content-Length``; several fields must agree. ``SoftapClientError`` if bad."""
+        values = {v for n, v in self.headers if n.lower() == b"content-length"}
+        if not values:
+            return None
+        if len(values) > 1 or not next(iter(values)).isdigit():
+            raise SoftapClientError(f"bad Content-Length {sorted(values)!r}")
+        return int(next(iter(values)))
+
+    @property
+    def close(self) -> bool:
+        """``Connection: close``: the server closes after this reply."""
+        value = self.get(b"connection") or b""
+        return b"close" in (t.strip().lower() for t in value.split(b","))
+
+
+def parse_reply_head(head: bytes) -> HttpReplyHead:
+    """The status line and fields of ``head`` (up to, not including, the blank line).
+
+    Raises:
+        SoftapClientError: not an HTTP/1.x status line, or a field line without a colon.
+    """
+    status_line, *lines = head.split(b"\r\n")
+    m = _STATUS_LINE.fullmatch(status_line)
+    if m is None:
+        raise SoftapClientError(f"not an HTTP status line: {status_line[:80]!r}")
+    headers = []
+    for line in lines:
+        name, colon, value = line.partition(b":")
+        if not colon or _HEADER_NAME.fullmatch(name) is None:
+            raise SoftapClientError(f"bad header line {line[:80]!r}")
+        headers.append((name, value.strip(b" \t")))
+    return HttpReplyHead(int(m[3]), (m[4] or b"").decode("latin-1"), tuple(headers))
+
+
+def parse_chunk_size(line: bytes | bytearray) -> int:
+    """The size of a chunk-size line (without its CR LF); extensions are ignored."""
+    m = _CHUNK_SIZE.fullmatch(line)
+    if m is None:
+        raise ChunkedEncodingError(f"bad chunk size in {bytes(line[:20])!r}")
+    return int(m[1], 16)
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    """One complete reply."""
+
+    head: HttpReplyHead
+    #: every byte of the reply as received: head, framing and body
+    raw: bytes
+    #: the payload (chunks joined)
+    body: bytes
+    #: a chunked reply's chunks in order (the device writes one per firmware write)
+    chunks: tuple[bytes, ...] | None
+
+
+class _Chunks:
+    """The chunked-body state machine, on a buffer that grows between calls."""
+
+    __slots__ = ("data_at", "pos", "size", "spans", "trailer")
+
+    def __init__(self, pos: int) -> None:
+        #: where parsing resumes
+        self.pos = pos
+        #: ``(offset, length)`` of each complete chunk's data in the buffer
+        self.spans: list[tuple[int, int]] = []
+        #: the current chunk's data offset and size; -1 while reading a size line
+        self.data_at = -1
+        self.size = 0
+        self.trailer = False
+
+    def advance(self, buf: bytes | bytearray) -> int | None:
+        """The body's end offset (after the blank line) once it is complete, else ``None``."""
+        pos = self.pos
+        try:
+            while True:
+                if self.data_at >= 0:
+                    end = self.data_at + self.size
+                    if len(buf) < end + 2:
+                        return None
+                    if buf[end : end + 2] != b"\r\n":
+                        after = bytes(buf[end : end + 20])
+                        raise ChunkedEncodingError(f"no CR LF after chunk data, got {after!r}")
+                    self.spans.append((self.data_at, self.size))
+                    self.data_at, pos = -1, end + 2
+                    continue
+                eol = buf.find(b"\r\n", pos)
+                if eol < 0:
+                    return None
+                if self.trailer:  # trailer fields are skipped; a blank line ends the body
+                    if eol == pos:
+                        return eol + 2
+                    pos = eol + 2
+                    continue
+                size = parse_chunk_size(buf[pos:eol])
+                pos = eol + 2
+                if size == 0:
+                    self.trailer = True
+                else:
+                    self.data_at, self.size = pos, size
+        finally:
+            self.pos = pos
+
+
+class _Phase(enum.Enum):
+    HEAD = 1
+    LENGTH = 2
+    CHUNKED = 3
+    UNTIL_CLOSE = 4
+    DONE = 5
+
+
+class HttpReplyParser:
+    """Incremental parser of one HTTP/1.1 reply: :meth:`feed` bytes, get the reply or None.
+
+    Bytes after the reply stay in :attr:`trailing` (the next reply on a keep-alive
+    connection). ``head_only``: the request was a ``HEAD``, so the reply has no body.
+    """
+
+    __slots__ = ("_body_at", "_buf", "_chunks", "_end", "_head_only", "_phase", "_reply", "head")
+
+    def __init__(self, *, head_only: bool = False) -> None:
+        self._buf = bytearray()
+        self._head_only = head_only
+        self._phase = _Phase.HEAD
+        self._body_at = 0
+        #: LENGTH: where the body ends; DONE: where the reply ends
+        self._end = 0
+        self._chunks: _Chunks | None = None
+        self._reply: HttpReply | None = None
+        #: the parsed head, once it is complete (e.g. to stop at an event stream's head)
+        self.head: HttpReplyHead | None = None
+
+    @property
+    def received(self) -> bytes:
+        """Every byte fed so far."""
+        return bytes(self._buf)
+
+    @property
+    def trailing(self) -> bytes:
+        """The bytes fed after the end of the complete reply."""
+        return bytes(self._buf[self._end :]) if self._reply is not None else b""
+
+    @property
+    def chunk_spans(self) -> list[tuple[int, int]]:
+        """``(offset, length)`` in :attr:`received` of every complete chunk's data so far."""
+        return list(self._chunks.spans) if self._chunks is not None else []
+
+    def feed(self, data: bytes | bytearray) -> HttpReply | None:
+        """Add bytes; the complete reply (again on later calls), or ``None``: need more.
+
+        Raises:
+            SoftapClientError: a bad head; :class:`ChunkedEncodingError`: broken chunking.
+        """
+        self._buf += data
+        if self._reply is not None:
+            return self._reply
+        if self._phase is _Phase.HEAD and not self._read_head(len(data)):
+            return None
+        if self._phase is _Phase.LENGTH:
+            return self._complete(self._end) if len(self._buf) >= self._end else None
+        if self._phase is _Phase.CHUNKED:
+            assert self._chunks is not None
+            end = self._chunks.advance(self._buf)
+            return None if end is None else self._complete(end)
+        return None  # UNTIL_CLOSE
+
+    def feed_eof(self) -> HttpReply | None:
+        """The server closed: a reply delimited by the close is now complete.
+
+        ``None`` if the reply was cut short (no complete head, or fewer body bytes than
+        its framing announced).
+        """
+        if self._reply is None and self._phase is _Phase.UNTIL_CLOSE:
+            return self._complete(len(self._buf))
+        return self._reply
+
+    def _read_head(self, added: int) -> bool:
+        buf = self._buf
+        end = buf.find(b"\r\n\r\n", max(0, len(buf) - added - 3))
+        if end < 0:
+            return False
+        head = self.head = parse_reply_head(bytes(buf[:end]))
+        self._body_at = end + 4
+        length = None if head.chunked else head.content_length
+        if self._head_only or head.status in _NO_BODY or 100 <= head.status < 200:
+            self._phase, self._end = _Phase.LENGTH, self._body_at
+        elif head.chunked:
+            self._phase, self._chunks = _Phase.CHUNKED, _Chunks(self._body_at)
+        elif length is not None:
+            self._phase, self._end = _Phase.LENGTH, self._body_at + length
+        else:
+            self._phase = _Phase.UNTIL_CLOSE
+        return True
+
+    def _complete(self, end: int) -> HttpReply:
+        assert self.head is not None
+        raw = bytes(self._buf[:end])
+        chunks = None
+        if self._chunks is not None:
+            chunks = tuple(raw[o : o + n] for o, n in self._chunks.spans)
+            body = b"".join(chunks)
+        else:
+            body = raw[self._body_at :]
+        self._phase, self._end = _Phase.DONE, end
+        self._reply = HttpReply(self.head, raw, body, chunks)
+        return self._reply
+
+
+def http_response_end(buf: bytes | bytearray) -> int | None:
+    """Length of the first complete HTTP response in ``buf``; ``None`` if incomplete.
+
+    A head without a body length and not chunked (the 503 line has no blank line at
+    all) only ends when the device closes: ``None`` here.
+    """
+    reply = HttpReplyParser().feed(buf)
+    return None if reply is None else len(reply.raw)
+
+
+def decode_chunked(body: bytes) -> list[bytes]:
+    """The chunks of a complete chunked body, which must end exactly at its blank line."""
+    chunks = _Chunks(0)
+    end = chunks.advance(body)
+    if end is None:
+        raise ChunkedEncodingError(f"incomplete chunked body ({len(body)} bytes)")
+    if end != len(body):
+        raise ChunkedEncodingError(f"{len(body) - end} bytes after the last chunk")
+    return [body[o : o + n] for o, n in chunks.spans]
+
+
+def decode_http_reply(raw: bytes, command: str) -> Any:
+    """The JSON body of a ``200`` response (``None`` if empty); other statuses raise."""
+    if not raw:
+        raise SoftapClientError(f"{command}: the device closed the connection without a reply")
+    status_line = raw.split(b"\r\n", 1)[0]
+    m = _STATUS_LINE.fullmatch(status_line)
+    if m is None:
+        raise SoftapClientError(f"{command}: not an HTTP response: {raw[:80]!r}")
+    if m[3] != b"200":
+        raise SoftapClientError(f"{command}: the device answered {status_line.decode('latin-1')!r}")
+    parser = HttpReplyParser()
+    reply = parser.feed(raw) or parser.feed_eof()
+    if reply is None:
+        raise SoftapClientError(f"{command}: the reply is incomplete: {raw[-80:]!r}")
+    if not reply.body:
+        return None
+    try:
+        return json.loads(reply.body)
+    except ValueError:
+        raise SoftapClientError(f"{command}: the body is not JSON: {reply.body[:80]!r}") from None
+
+
+# ======================================================================================
+# the provisioning steps (softap-protocol.md §4): requests and what their replies mean
+# ======================================================================================
+class DeviceId(NamedTuple):
+    """``device-id``'s reply: the 24-hex id and whether the device has been claimed."""
+
+    id: str
+    claimed: bool
+
+
+DEVICE_ID: Request = ("device-id", None)
+SCAN_AP: Request = ("scan-ap", None)
+PUBLIC_KEY: Request = ("public-key", None)
+
+
+def decode_device_id(reply: Any) -> DeviceId:
+    if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
+        raise SoftapClientError(f"device-id answered {reply!r}")
+    return DeviceId(reply["id"], reply.get("c") == "1")
+
+
+def decode_scan(reply: Any) -> list[dict[str, Any]]:
+    """``scan-ap``'s access points: ``{"ssid", "rssi", "sec", "ch", "mdr"}`` each."""
+    scans = reply.get("scans") if isinstance(reply, dict) else None
+    if not isinstance(scans, list) or not all(isinstance(s, dict) for s in scans):
+        raise SoftapClientError(f"scan-ap answered {reply!r}")
+    return scans
+
+
+def _der_length(der: bytes) -> int:
+    """The length of the DER SEQUENCE at the start of ``der`` (the key area is padded)."""
+    if len(der) < 2 or der[0] != 0x30:
+        raise SoftapClientError("public-key: not a DER SEQUENCE")
+    if der[1] < 0x80:
+        return 2 + der[1]
+    n = der[1] & 0x7F
+    return 2 + n + int.from_bytes(der[2 : 2 + n], "big")
+
+
+def decode_public_key(reply: Any) -> RSAPublicKey:
+    """The device's RSA key from ``public-key``'s hex DER (padded: read to its length)."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+    if not isinstance(reply, dict) or reply.get("r") != 0 or not isinstance(reply.get("b"), str):
+        raise SoftapClientError(f"public-key answered {reply!r}")
+    der = bytes.fromhex(reply["b"])
+    key = serialization.load_der_public_key(der[: _der_length(der)])
+    if not isinstance(key, rsa.RSAPublicKey):
+        raise SoftapClientError("public-key: not an RSA key")
+    return key
+
+
+def set_claim_code(code: str) -> Request:
+    return "set", {"k": "cc", "v": code}
+
+
+def configure_ap(
+    key: RSAPublicKey,
+    ssid: str,
+    password: str,
+    *,
+    security: str | int,
+    channel: int,
+    index: int = 0,
+) -> Request:
+    """``configure-ap`` with the password RSA-encrypted (PKCS#1 v1.5) for the device, in hex."""
+    from cryptography.hazmat.primitives.asymmetric import padding
+
+    from firmware_model.security import parse_security
+
+    settings: dict[str, Any] = {
+        "idx": index,
+        "ssid": ssid,
+        "sec": parse_security(security),
+        "ch": channel,
+    }
+    if password:
+        settings["pwd"] = key.encrypt(password.encode(), padding.PKCS1v15()).hex()
+    return "configure-ap", settings
+
+
+def connect_ap(index: int = 0) -> Request:
+    return "connect-ap", {"idx": index}
+
+
+def expect_ok(command: str, reply: Any) -> None:
+    """``SoftapClientError`` unless the reply is ``{"r": 0}``."""
+    if not isinstance(reply, dict) or reply.get("r") != 0:
+        raise SoftapClientError(f"{command} answered {reply!r}, not {{'r': 0}}")
+
+
+def provision_steps(
+    ssid: str,
+    password: str,
+    *,
+    security: str | int,
+    channel: int,
+    claim_code: str | None,
+) -> Generator[Request, Any, None]:
+    """The app's side of a setup: yields requests, receives the decoded replies.
+
+    ``public-key``, then ``set`` (claim code, if any), ``configure-ap`` with the password
+    RSA-encrypted with the device's key, and ``connect-ap``, as particle's setup apps do.
+    """
+    from firmware_model.security import parse_security
+
+    sec = parse_security(security)  # a bad name fails before anything is sent
+    key = decode_public_key((yield PUBLIC_KEY))
+    if claim_code is not None:
+        expect_ok("set", (yield set_claim_code(claim_code)))
+    request = configure_ap(key, ssid, password, security=sec, channel=channel)
+    expect_ok("configure-ap", (yield request))
+    expect_ok("connect-ap", (yield connect_ap()))
+
+
+__all__ = [
+    "DEVICE_ID",
+    "PUBLIC_KEY",
+    "SCAN_AP",
+    "Body",
+    "ChunkedEncodingError",
+    "DeviceId",
+    "HttpReply",
+    "HttpReplyHead",
+    "HttpReplyParser",
+    "Request",
+    "SoftapClientError",
+    "body_bytes",
+    "configure_ap",
+    "connect_ap",
+    "decode_chunked",
+    "decode_device_id",
+    "decode_http_reply",
+    "decode_public_key",
+    "decode_scan",
+    "decode_tcp_reply",
+    "encode_http_request",
+    "encode_tcp_request",
+    "expect_ok",
+    "http_response_end",
+    "parse_chunk_size",
+    "parse_reply_head",
+    "provision_steps",
+]
