@@ -60,8 +60,8 @@ from softap_sim.argtypes import parse_size
 from softap_sim.cli import DEFAULT_HTTP_PORT, DEFAULT_TCP_PORT, build_parser, main
 from softap_sim.config import load_networks
 from softap_sim.control_api import ROUTES, start_control_api
-from softap_sim.pytest_plugin import _MarkerError, parse_marker
 from softap_sim.scenario import list_scenarios, load_scenario
+from softap_sim.testing.marker import MarkerError, parse_marker
 from softap_sim.threaded import ThreadedEmulator
 from tests.wire import decode_chunked, http_exchange, tcp_exchange
 
@@ -1018,7 +1018,7 @@ def test_the_marker_example_is_valid() -> None:
     settings = parse_marker(mark)
     assert settings.count == 5
     shown = fences(section("Per-test settings: `@pytest.mark.softap`"), "")[0].splitlines()
-    with pytest.raises(_MarkerError) as info:
+    with pytest.raises(MarkerError) as info:
         parse_marker(pytest.mark.softap(scenaro="slow-scan").mark)
     assert shown[1] == str(info.value), "README marker error message"
 

@@ -490,33 +490,3 @@ def provision_steps(
     expect_ok("configure-ap", (yield request))
     expect_ok("connect-ap", (yield connect_ap()))
 
-
-__all__ = [
-    "DEVICE_ID",
-    "PUBLIC_KEY",
-    "SCAN_AP",
-    "Body",
-    "ChunkedEncodingError",
-    "DeviceId",
-    "HttpReply",
-    "HttpReplyHead",
-    "HttpReplyParser",
-    "Request",
-    "SoftapClientError",
-    "body_bytes",
-    "configure_ap",
-    "connect_ap",
-    "decode_chunked",
-    "decode_device_id",
-    "decode_http_reply",
-    "decode_public_key",
-    "decode_scan",
-    "decode_tcp_reply",
-    "encode_http_request",
-    "encode_tcp_request",
-    "expect_ok",
-    "http_response_end",
-    "parse_chunk_size",
-    "parse_reply_head",
-    "provision_steps",
-]
