@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from firmware_model import DeviceIdentity, DeviceKey, ManualClock, RadioEnvironment
 from softap_sim import DeviceEmulator, SimConfig
+from softap_sim.protocol.client import http_response_end
 from softap_sim.replay import (
     DIFFERENT,
     ID_PLACEHOLDER,
@@ -31,7 +32,6 @@ from softap_sim.replay import (
     ReplayReport,
     add_parser,
     escape,
-    http_response_end,
     load_transcript,
     normalize_ids,
     replay,
