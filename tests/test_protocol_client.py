@@ -33,6 +33,7 @@ from softap_sim.protocol.client import (
     expect_ok,
     http_response_end,
     parse_chunk_size,
+    parse_http_reply,
     parse_reply_head,
     provision_steps,
 )
@@ -249,6 +250,9 @@ def test_decode_http_reply() -> None:
         decode_http_reply(H200 + b"1\r\n{\r\n", "x")
     with pytest.raises(SoftapClientError, match="not JSON"):
         decode_http_reply(H200 + b"1\r\n{\r\n0\r\n\r\n", "x")
+    assert parse_http_reply(b"HTTP/1.0 200 OK\r\n\r\nto the close").body == b"to the close"
+    with pytest.raises(SoftapClientError, match=r"^HTTP: the reply is incomplete"):
+        parse_http_reply(FIXED[:-1])
 
 
 # ---------------------------------------------------------------------------------------

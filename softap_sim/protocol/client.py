@@ -342,6 +342,19 @@ def http_response_end(buf: bytes | bytearray) -> int | None:
     return None if reply is None else len(reply.raw)
 
 
+def parse_http_reply(raw: bytes, what: str = "HTTP") -> HttpReply:
+    """The reply at the start of ``raw``, all of it read (a close-delimited one too).
+
+    Raises:
+        SoftapClientError: the reply is incomplete or malformed; ``what`` starts the message.
+    """
+    parser = HttpReplyParser()
+    reply = parser.feed(raw) or parser.feed_eof()
+    if reply is None:
+        raise SoftapClientError(f"{what}: the reply is incomplete: {raw[-80:]!r}")
+    return reply
+
+
 def decode_chunked(body: bytes) -> list[bytes]:
     """The chunks of a complete chunked body, which must end exactly at its blank line."""
     chunks = _Chunks(0)
@@ -363,10 +376,7 @@ def decode_http_reply(raw: bytes, command: str) -> Any:
         raise SoftapClientError(f"{command}: not an HTTP response: {raw[:80]!r}")
     if m[3] != b"200":
         raise SoftapClientError(f"{command}: the device answered {status_line.decode('latin-1')!r}")
-    parser = HttpReplyParser()
-    reply = parser.feed(raw) or parser.feed_eof()
-    if reply is None:
-        raise SoftapClientError(f"{command}: the reply is incomplete: {raw[-80:]!r}")
+    reply = parse_http_reply(raw, command)
     if not reply.body:
         return None
     try:
@@ -489,4 +499,3 @@ def provision_steps(
     request = configure_ap(key, ssid, password, security=sec, channel=channel)
     expect_ok("configure-ap", (yield request))
     expect_ok("connect-ap", (yield connect_ap()))
-
