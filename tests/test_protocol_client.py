@@ -178,6 +178,25 @@ def test_trailing_bytes_stay_for_the_next_reply() -> None:
     assert parser.trailing == CHUNKED[:20]
 
 
+def test_bytes_needed_never_reaches_past_the_reply() -> None:
+    parser = HttpReplyParser()
+    assert parser.bytes_needed is None  # the head: read to its blank line
+    parser.feed(FIXED[:-3])
+    assert parser.bytes_needed == 3
+    parser.feed(b"ab")
+    assert parser.bytes_needed == 1
+    parser.feed(b"c")
+    assert parser.bytes_needed == 0
+    chunked = HttpReplyParser()
+    chunked.feed(H200 + b"5\r\n0\r")
+    assert chunked.bytes_needed == 5  # "\n\r\n" of the data, then its CR LF
+    chunked.feed(b"\n\r\n\r\n")
+    assert chunked.bytes_needed is None  # a chunk-size line comes next
+    until_close = HttpReplyParser()
+    until_close.feed(b"HTTP/1.1 200 OK\r\n\r\n")
+    assert until_close.bytes_needed is None
+
+
 def test_chunk_spans_point_into_the_received_bytes() -> None:
     parser = HttpReplyParser()
     assert parser.feed(CHUNKED[:-11]) is None

@@ -25,21 +25,19 @@ async def tcp_exchange(addr: tuple[str, int], data: bytes, *, half_close: bool =
 async def read_http_response(reader: asyncio.StreamReader) -> bytes:
     """One complete response, parsed with the client codec, and not a byte more.
 
-    The head is read to its blank line; then a chunked body line by line (every read
-    ends at a CR LF, and so does the body), a ``Content-Length`` body exactly, and a
-    body without either until the device closes. The next response on a keep-alive
-    connection stays in ``reader``.
+    Each read is what the parser says surely belongs to the reply (the rest of a body or
+    chunk), else a line (the head, chunk-size lines), or the rest of the stream for a
+    body that ends at the close. The next response on a keep-alive connection stays in
+    ``reader``.
     """
     parser = HttpReplyParser()
     reply = parser.feed(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S))
     while reply is None:
-        head = parser.head
-        assert head is not None
-        if head.chunked:
+        assert parser.head is not None
+        if need := parser.bytes_needed:
+            reply = parser.feed(await asyncio.wait_for(reader.readexactly(need), TIMEOUT_S))
+        elif parser.head.chunked:
             reply = parser.feed(await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT_S))
-        elif head.content_length is not None:
-            data = await asyncio.wait_for(reader.readexactly(head.content_length), TIMEOUT_S)
-            reply = parser.feed(data)
         else:
             parser.feed(await asyncio.wait_for(reader.read(), TIMEOUT_S))
             reply = parser.feed_eof()

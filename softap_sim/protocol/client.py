@@ -271,6 +271,22 @@ class HttpReplyParser:
         """``(offset, length)`` in :attr:`received` of every complete chunk's data so far."""
         return list(self._chunks.spans) if self._chunks is not None else []
 
+    @property
+    def bytes_needed(self) -> int | None:
+        """How many more bytes surely belong to this reply, for a stream reader that must
+        not read past it (keep-alive): the rest of a ``Content-Length`` body, or of a
+        chunk's data and its CR LF; 0 once complete. ``None`` while a line comes next
+        (the head, a chunk-size or trailer line: read to its CR LF) or the body runs to
+        the close."""
+        if self._phase is _Phase.DONE:
+            return 0
+        if self._phase is _Phase.LENGTH:
+            return self._end - len(self._buf)
+        chunks = self._chunks
+        if self._phase is _Phase.CHUNKED and chunks is not None and chunks.data_at >= 0:
+            return chunks.data_at + chunks.size + 2 - len(self._buf)
+        return None
+
     def feed(self, data: bytes | bytearray) -> HttpReply | None:
         """Add bytes; the complete reply (again on later calls), or ``None``: need more.
 
