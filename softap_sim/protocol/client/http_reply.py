@@ -1,15 +1,11 @@
-"""Sans-IO codec of the *client* side of both SoftAP transports: requests out, replies in.
+"""The HTTP reply parser: feed bytes, get the complete reply or "need more".
 
-:mod:`softap_sim.protocol.tcp` and :mod:`softap_sim.protocol.http` are the device's side;
-this module is what a setup app (the pytest plugin's clients, ``softap-sim replay``, the
-benchmarks, the tests' wire helpers) needs to talk to one: request bytes, one HTTP reply
-parser, and the provisioning steps. It never touches a socket, so the blocking and the
-async clients share every rule here and differ only in how they move bytes.
-
-The HTTP reply parser follows RFC 9112 §6 rather than the device's library: header names
-match case-insensitively, a reply without ``Content-Length`` or chunking ends when the
+It follows RFC 9112 §6 rather than the device's library: header names match
+case-insensitively, a reply without ``Content-Length`` or chunking ends when the
 connection closes, and a chunk-size line that is not hexadecimal raises
-:class:`ChunkedEncodingError` (the framing is lost; nothing after it can be trusted).
+:class:`~softap_sim.protocol.client.errors.ChunkedEncodingError` (the framing is lost;
+nothing after it can be trusted). The clients, ``softap-sim replay``, the benchmarks and
+the tests' wire helpers all find a reply's end here, so they cannot disagree on it.
 """
 
 from __future__ import annotations
@@ -17,20 +13,10 @@ from __future__ import annotations
 import enum
 import json
 import re
-from collections.abc import Generator, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, NamedTuple
+from typing import Any
 
-from softap_sim.errors import SimulatorError
-from softap_sim.protocol.tcp import PREAMBLE
-
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric.rsa import RSAPublicKey
-
-#: a request body: raw bytes, text, or a JSON object (serialised without spaces, as the apps do)
-Body = str | bytes | Mapping[str, Any] | None
-#: one request of a setup: the command name and its body
-Request = tuple[str, Body]
+from softap_sim.protocol.client.errors import ChunkedEncodingError, SoftapClientError
 
 _STATUS_LINE = re.compile(rb"HTTP/(\d)\.(\d) (\d{3})(?: ([^\r\n]*))?")
 _HEADER_NAME = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
@@ -41,68 +27,6 @@ _CHUNK_SIZE = re.compile(rb"([0-9A-Fa-f]{1,16})[ \t]*(?:;.*)?")
 _NO_BODY = frozenset({204, 304})
 
 
-class SoftapClientError(SimulatorError):
-    """The device's reply is not what the client expected (the message shows it)."""
-
-
-class ChunkedEncodingError(SoftapClientError, ValueError):
-    """A chunked reply's framing is broken: a chunk-size line that is not hexadecimal, or
-    chunk data not followed by CR LF. A ``ValueError`` too, like the ``int()`` it replaces."""
-
-
-# ======================================================================================
-# requests
-# ======================================================================================
-def body_bytes(body: Body) -> bytes | None:
-    """The bytes of a request body; ``None`` means no body at all (an HTTP GET)."""
-    if body is None or isinstance(body, bytes):
-        return body
-    if isinstance(body, str):
-        return body.encode()
-    return json.dumps(dict(body), separators=(",", ":")).encode()
-
-
-def encode_tcp_request(command: str, body: Body = None) -> bytes:
-    """``<command>\\n<length>\\n\\n<body>`` (softap-protocol.md §2)."""
-    data = body_bytes(body) or b""
-    return b"%s\n%d\n\n%s" % (command.encode(), len(data), data)
-
-
-def encode_http_request(
-    address: tuple[str, int], command: str, body: Body = None, *, method: str | None = None
-) -> bytes:
-    """One HTTP/1.1 request, head and body in one write (the device parses one segment)."""
-    data = body_bytes(body)
-    verb = method or ("GET" if data is None else "POST")
-    path = command if command.startswith("/") else "/" + command
-    host, port = address
-    head = f"{verb} {path} HTTP/1.1\r\nHost: {host}:{port}\r\n"
-    if data is not None:
-        head += f"Content-Length: {len(data)}\r\n"
-    return head.encode() + b"\r\n" + (data or b"")
-
-
-# ======================================================================================
-# TCP replies
-# ======================================================================================
-def decode_tcp_reply(raw: bytes) -> Any:
-    """The reply's JSON; ``None`` for silence (unknown command) or a reply without JSON."""
-    if not raw:
-        return None
-    if not raw.startswith(PREAMBLE):
-        raise SoftapClientError(f"not a SoftAP TCP reply: {raw[:80]!r}")
-    text = raw[len(PREAMBLE) :]
-    if not text:
-        return None
-    try:
-        return json.loads(text)
-    except ValueError:
-        raise SoftapClientError(f"the reply is not JSON: {raw[:80]!r}") from None
-
-
-# ======================================================================================
-# HTTP replies
-# ======================================================================================
 @dataclass(frozen=True, slots=True)
 class HttpReplyHead:
     """A reply's status line and header fields (names as received, in order)."""
@@ -399,119 +323,3 @@ def decode_http_reply(raw: bytes, command: str) -> Any:
         return json.loads(reply.body)
     except ValueError:
         raise SoftapClientError(f"{command}: the body is not JSON: {reply.body[:80]!r}") from None
-
-
-# ======================================================================================
-# the provisioning steps (softap-protocol.md §4): requests and what their replies mean
-# ======================================================================================
-class DeviceId(NamedTuple):
-    """``device-id``'s reply: the 24-hex id and whether the device has been claimed."""
-
-    id: str
-    claimed: bool
-
-
-DEVICE_ID: Request = ("device-id", None)
-SCAN_AP: Request = ("scan-ap", None)
-PUBLIC_KEY: Request = ("public-key", None)
-
-
-def decode_device_id(reply: Any) -> DeviceId:
-    if not isinstance(reply, dict) or not isinstance(reply.get("id"), str):
-        raise SoftapClientError(f"device-id answered {reply!r}")
-    return DeviceId(reply["id"], reply.get("c") == "1")
-
-
-def decode_scan(reply: Any) -> list[dict[str, Any]]:
-    """``scan-ap``'s access points: ``{"ssid", "rssi", "sec", "ch", "mdr"}`` each."""
-    scans = reply.get("scans") if isinstance(reply, dict) else None
-    if not isinstance(scans, list) or not all(isinstance(s, dict) for s in scans):
-        raise SoftapClientError(f"scan-ap answered {reply!r}")
-    return scans
-
-
-def _der_length(der: bytes) -> int:
-    """The length of the DER SEQUENCE at the start of ``der`` (the key area is padded)."""
-    if len(der) < 2 or der[0] != 0x30:
-        raise SoftapClientError("public-key: not a DER SEQUENCE")
-    if der[1] < 0x80:
-        return 2 + der[1]
-    n = der[1] & 0x7F
-    return 2 + n + int.from_bytes(der[2 : 2 + n], "big")
-
-
-def decode_public_key(reply: Any) -> RSAPublicKey:
-    """The device's RSA key from ``public-key``'s hex DER (padded: read to its length)."""
-    from cryptography.hazmat.primitives import serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
-    if not isinstance(reply, dict) or reply.get("r") != 0 or not isinstance(reply.get("b"), str):
-        raise SoftapClientError(f"public-key answered {reply!r}")
-    der = bytes.fromhex(reply["b"])
-    key = serialization.load_der_public_key(der[: _der_length(der)])
-    if not isinstance(key, rsa.RSAPublicKey):
-        raise SoftapClientError("public-key: not an RSA key")
-    return key
-
-
-def set_claim_code(code: str) -> Request:
-    return "set", {"k": "cc", "v": code}
-
-
-def configure_ap(
-    key: RSAPublicKey,
-    ssid: str,
-    password: str,
-    *,
-    security: str | int,
-    channel: int,
-    index: int = 0,
-) -> Request:
-    """``configure-ap`` with the password RSA-encrypted (PKCS#1 v1.5) for the device, in hex."""
-    from cryptography.hazmat.primitives.asymmetric import padding
-
-    from firmware_model.security import parse_security
-
-    settings: dict[str, Any] = {
-        "idx": index,
-        "ssid": ssid,
-        "sec": parse_security(security),
-        "ch": channel,
-    }
-    if password:
-        settings["pwd"] = key.encrypt(password.encode(), padding.PKCS1v15()).hex()
-    return "configure-ap", settings
-
-
-def connect_ap(index: int = 0) -> Request:
-    return "connect-ap", {"idx": index}
-
-
-def expect_ok(command: str, reply: Any) -> None:
-    """``SoftapClientError`` unless the reply is ``{"r": 0}``."""
-    if not isinstance(reply, dict) or reply.get("r") != 0:
-        raise SoftapClientError(f"{command} answered {reply!r}, not {{'r': 0}}")
-
-
-def provision_steps(
-    ssid: str,
-    password: str,
-    *,
-    security: str | int,
-    channel: int,
-    claim_code: str | None,
-) -> Generator[Request, Any, None]:
-    """The app's side of a setup: yields requests, receives the decoded replies.
-
-    ``public-key``, then ``set`` (claim code, if any), ``configure-ap`` with the password
-    RSA-encrypted with the device's key, and ``connect-ap``, as particle's setup apps do.
-    """
-    from firmware_model.security import parse_security
-
-    sec = parse_security(security)  # a bad name fails before anything is sent
-    key = decode_public_key((yield PUBLIC_KEY))
-    if claim_code is not None:
-        expect_ok("set", (yield set_claim_code(claim_code)))
-    request = configure_ap(key, ssid, password, security=sec, channel=channel)
-    expect_ok("configure-ap", (yield request))
-    expect_ok("connect-ap", (yield connect_ap()))
