@@ -84,6 +84,7 @@ from softap_sim.errors import SimulatorError  # noqa: E402
 from softap_sim.fleet import LISTENER_MODES, Fleet  # noqa: E402
 from softap_sim.keypool import KeyPool, generate_pem  # noqa: E402
 from softap_sim.listeners import shared_ports_supported  # noqa: E402
+from softap_sim.protocol.client import parse_http_reply  # noqa: E402
 
 #: descriptors kept free besides the listeners in the scale run (cloud, loader's
 #: accepted connections, stdio, epoll ...)
@@ -113,27 +114,13 @@ async def _device_id_tcp(host: str, port: int) -> bytes:
             await writer.wait_closed()
 
 
-def dechunk(body: bytes) -> bytes:
-    """The payload of a chunked HTTP/1.1 body."""
-    out = b""
-    while body:
-        size_line, _, rest = body.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        body = rest[size + 2 :]
-    return out
-
-
 async def _device_id_http(host: str, port: int) -> bytes:
     reader, writer = await asyncio.open_connection(host, port)
     try:
         writer.write(
             f"GET /device-id HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
         )
-        head, _, body = (await reader.read()).partition(b"\r\n\r\n")
-        return dechunk(body) if b"Transfer-Encoding: chunked" in head else body
+        return parse_http_reply(await reader.read(), "device-id").body
     finally:
         writer.close()
         with contextlib.suppress(OSError):
@@ -152,7 +139,7 @@ async def load(targets: list[list[Any]], concurrency: int) -> dict[str, Any]:
                 call = _device_id_tcp if kind == "tcp" else _device_id_http
                 body = await asyncio.wait_for(call(host, port), REQUEST_TIMEOUT_S)
                 got = json.loads(body.strip() or b"{}").get("id")
-            except (OSError, TimeoutError, ValueError) as err:
+            except (OSError, TimeoutError, ValueError, SimulatorError) as err:
                 errors.append(f"{kind} {host}:{port}: {type(err).__name__}: {err}")
                 return
             if got == expected:

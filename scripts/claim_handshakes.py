@@ -27,7 +27,6 @@ from claim_cloud import HOST, CloudProcess, cloud_argv
 from cryptography.hazmat.primitives.asymmetric import rsa
 
 from firmware_model import DeviceIdentity, DeviceKey
-from softap_sim.transports.cloud_link import HELLO_FLAGS, PLATFORM_ID, load_server_key
 from softap_sim.protocol import coap
 from softap_sim.protocol.coap import CoapMessage, CoapType, Code, Option
 from softap_sim.protocol.lightssl import (
@@ -35,6 +34,7 @@ from softap_sim.protocol.lightssl import (
     Channel,
     DeviceHandshake,
 )
+from softap_sim.transports.cloud_link import HELLO_FLAGS, PLATFORM_ID, load_server_key
 
 #: the server's own handshake limit (device_server.HANDSHAKE_TIMEOUT_S)
 HANDSHAKE_TIMEOUT_S: Final = 30.0

@@ -363,59 +363,41 @@ class ProtocolFailure(Exception):
 
 
 async def read_reply(reader: asyncio.StreamReader, head_only: bool) -> Reply:
+    """One reply, parsed with the client codec; never reads past it (keep-alive)."""
+    from softap_sim.protocol.client import HttpReplyParser, SoftapClientError, parse_reply_head
+
     while True:
         try:
-            head = await reader.readuntil(b"\r\n\r\n")
+            raw_head = await reader.readuntil(b"\r\n\r\n")
         except asyncio.IncompleteReadError as err:
             raise ProtocolFailure("closed without a reply" if not err.partial else "cut") from None
         except asyncio.LimitOverrunError:
             raise ProtocolFailure("reply head too long") from None
-        lines = head.split(b"\r\n")
-        parts = lines[0].split(b" ", 2)
         try:
-            status = int(parts[1])
-        except (IndexError, ValueError):
-            raise ProtocolFailure(f"bad status line {lines[0][:80]!r}") from None
-        if status != 100:
+            head = parse_reply_head(raw_head[:-4])
+        except SoftapClientError as err:
+            raise ProtocolFailure(f"bad reply head: {err}") from None
+        if head.status != 100:
             break
-    length: int | None = None
-    chunked = close = False
-    ctype = b""
-    for line in lines[1:]:
-        name, _, value = line.partition(b":")
-        name = name.strip().lower()
-        if name == b"content-length":
-            length = int(value)
-        elif name == b"transfer-encoding":
-            chunked = b"chunked" in value.lower()
-        elif name == b"connection":
-            close = value.strip().lower() == b"close"
-        elif name == b"content-type":
-            ctype = value.strip()
+    ctype = head.get("content-type") or b""
     if ctype.startswith(b"text/event-stream"):
-        return Reply(status, ctype, b"", True, sse=True)
-    body = b""
+        return Reply(head.status, ctype, b"", True, sse=True)
+    parser = HttpReplyParser(head_only=head_only)
+    close = head.close
     try:
-        if head_only or status in (204, 304):
-            pass
-        elif chunked:
-            chunks = []
-            while True:
-                size_line = await reader.readuntil(b"\r\n")
-                size = int(size_line.split(b";")[0], 16)
-                if size == 0:
-                    await reader.readuntil(b"\r\n")
-                    break
-                chunks.append(await reader.readexactly(size + 2))
-            body = b"".join(c[:-2] for c in chunks)
-        elif length is not None:
-            body = await reader.readexactly(length)
-        else:
-            body = await reader.read()
-            close = True
-    except (asyncio.IncompleteReadError, ValueError) as err:
+        reply = parser.feed(raw_head)
+        while reply is None:
+            if need := parser.bytes_needed:
+                reply = parser.feed(await reader.readexactly(need))
+            elif head.chunked:
+                reply = parser.feed(await reader.readuntil(b"\r\n"))
+            else:  # the body runs to the close
+                parser.feed(await reader.read())
+                reply = parser.feed_eof()
+                close = True
+    except (asyncio.IncompleteReadError, asyncio.LimitOverrunError, SoftapClientError) as err:
         raise ProtocolFailure(f"body: {type(err).__name__}") from None
-    return Reply(status, ctype, body, close)
+    return Reply(head.status, ctype, reply.body, close)
 
 
 class Connection:

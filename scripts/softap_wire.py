@@ -64,8 +64,11 @@ def fetch_tcp(port: int, request: bytes) -> bytes:
 
 
 def fetch_http(sock: socket.socket, request: bytes) -> bytes:
-    """One request on a keep-alive connection, read to the chunked terminator."""
+    """One request on a keep-alive connection, read to the end of its reply (client codec)."""
+    from softap_sim.protocol.client import HttpReplyParser, SoftapClientError
+
     deadline = time.monotonic() + IO_TIMEOUT_S
+    parser = HttpReplyParser()
     buf = b""
     try:
         sock.sendall(request)
@@ -74,8 +77,10 @@ def fetch_http(sock: socket.socket, request: bytes) -> bytes:
             if not data:
                 break
             buf += data
-            if buf.endswith(HTTP_TERMINATOR):
-                return buf
+            if (reply := parser.feed(data)) is not None:
+                return reply.raw
+    except SoftapClientError as err:
+        raise BenchError(f"HTTP request {request!r}: {err}") from None
     except OSError as err:
         raise BenchError(
             f"HTTP request {request!r}: {err or type(err).__name__}; no chunked "

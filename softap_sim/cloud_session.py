@@ -18,11 +18,11 @@ from typing import Any
 from firmware_model import Device, DeviceState, Effect, Event
 from firmware_model.app import EventSpec
 from firmware_model.events import CloudFinished, CloudLost
-from softap_sim.transports.cloud_link import DeviceCloudClient, load_server_key
 from softap_sim.config import SimConfig
 from softap_sim.errors import LifecycleError
 from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.transcript import CLAIM_CODE_EVENT, Transcript
+from softap_sim.transports.cloud_link import DeviceCloudClient, load_server_key
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,6 @@ from firmware_model.events import (
     PowerOn,
 )
 from softap_sim.access_point import AccessPointRunner
-from softap_sim.transports.cloud_link import DeviceCloudClient
 from softap_sim.cloud_session import EVENT_LOG, CloudSessions
 from softap_sim.config import SimConfig
 from softap_sim.control import Control
@@ -53,6 +52,7 @@ from softap_sim.protocol.http import routes_for
 from softap_sim.scheduler import Scheduler, TimerHandle
 from softap_sim.store import StateStore
 from softap_sim.transcript import Transcript
+from softap_sim.transports.cloud_link import DeviceCloudClient
 from softap_sim.transports.http_server import HttpDeviceServer
 from softap_sim.transports.tcp_server import TcpDeviceServer
 

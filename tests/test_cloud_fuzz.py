@@ -43,6 +43,7 @@ from hypothesis import strategies as st
 
 from softap_sim.cloud.routes import ROUTES as ROUTE_TABLE
 from softap_sim.cloud.service import CloudService
+from softap_sim.protocol.client import HttpReplyParser
 
 T = TypeVar("T")
 
@@ -297,18 +298,6 @@ class Reply:
         return json.loads(self.body)
 
 
-def _dechunk(data: bytes) -> bytes:
-    out = bytearray()
-    while data:
-        size_line, _, rest = data.partition(b"\r\n")
-        size = int(size_line.split(b";")[0] or b"0", 16)
-        if size == 0:
-            break
-        out += rest[:size]
-        data = rest[size + 2 :]
-    return bytes(out)
-
-
 def http(
     port: int,
     method: str,
@@ -322,27 +311,19 @@ def http(
     if body or method in ("POST", "PUT", "PATCH"):
         lines.append(b"Content-Length: " + str(len(body)).encode())
     data = b"\r\n".join(lines) + b"\r\n\r\n" + body
+    parser = HttpReplyParser(head_only=method == "HEAD")
     with socket.create_connection(("127.0.0.1", port), timeout=30) as sock:
         sock.sendall(data)
-        received = bytearray()
-        while True:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            received += chunk
-            head_end = received.find(b"\r\n\r\n")
-            if head_end >= 0 and b"text/event-stream" in received[:head_end].lower():
+        while chunk := sock.recv(65536):
+            parser.feed(chunk)
+            ctype = parser.head.get("content-type") if parser.head is not None else None
+            if ctype is not None and ctype.lower().startswith(b"text/event-stream"):
                 break  # a stream: it never ends by itself
-    head, _, rest = bytes(received).partition(b"\r\n\r\n")
-    status_line, *header_lines = head.decode("latin-1").split("\r\n")
-    status = int(status_line.split(" ", 2)[1])
-    parsed = {}
-    for line in header_lines:
-        name, _, value = line.partition(":")
-        parsed[name.strip().lower()] = value.strip()
-    if "chunked" in parsed.get("transfer-encoding", "").lower():
-        rest = _dechunk(rest)
-    return Reply(status, parsed, rest)
+    reply = parser.feed_eof()
+    head = parser.head
+    assert head is not None, f"no reply head: {parser.received[:200]!r}"
+    headers = {n.decode("latin-1").lower(): v.decode("latin-1") for n, v in head.headers}
+    return Reply(head.status, headers, reply.body if reply is not None else b"")
 
 
 def _b64(text: str) -> bytes:

@@ -43,8 +43,9 @@ from softap_sim.fleet.cli import add_parser, fleet_main
 from softap_sim.keypool import KeyPool, load_pool_key
 from softap_sim.listeners import shared_ports_supported
 from softap_sim.live_view import LiveView
+from softap_sim.protocol.client import decode_http_reply
 from softap_sim.scenario import load_scenario
-from tests.wire import decode_chunked, read_http_response, tcp_exchange
+from tests.wire import read_http_response, tcp_exchange
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -117,11 +118,8 @@ async def device_id_http(addr: tuple[str, int]) -> str:
     finally:
         writer.close()
         await writer.wait_closed()
-    head, _, body = response.partition(b"\r\n\r\n")
-    assert head.startswith(b"HTTP/1.1 200")
-    if b"chunked" in head:
-        body = b"".join(decode_chunked(body))
-    return str(json.loads(body)["id"])
+    assert response.startswith(b"HTTP/1.1 200")
+    return str(decode_http_reply(response, "device-id")["id"])
 
 
 async def registered_ids(cloud: CloudService) -> set[str]:

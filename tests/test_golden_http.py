@@ -7,8 +7,9 @@ import asyncio
 import pytest
 
 from softap_sim import DeviceEmulator, SimConfig
+from softap_sim.protocol.client import decode_chunked
 from tests.conftest import SPEC_DEVICE_ID
-from tests.wire import decode_chunked, expect_silence, http_exchange, read_http_response
+from tests.wire import expect_silence, http_exchange, read_http_response
 
 NO_CACHE = (
     b"Cache-Control: no-store, no-cache, must-revalidate, post-check=0, pre-check=0\r\n"

@@ -23,8 +23,9 @@ from firmware_model import ManualClock
 from softap_sim import DeviceEmulator, SimConfig
 from softap_sim.control_api import start_control_api
 from softap_sim.log import sanitize
+from softap_sim.protocol.client import decode_chunked
 from softap_sim.transcript import Transcript, mask_claim_code
-from tests.wire import decode_chunked, read_http_response, tcp_exchange
+from tests.wire import read_http_response, tcp_exchange
 
 CODE = "CRLF-claim-code-7c1e9a-SECRET"
 CRLF_BODY = b'{"k":"cc","v":"%s"\r\n\r\n}' % CODE.encode()

@@ -19,15 +19,15 @@ import pytest
 from firmware_model.events import SetupButton
 from softap_sim import SimConfig
 from softap_sim.errors import ConfigError, LifecycleError, SimulatorError
-from softap_sim.pytest_plugin import (
+from softap_sim.protocol.client import (
     SoftapClientError,
-    SoftapSyncClient,
     decode_http_reply,
     decode_tcp_reply,
     encode_http_request,
     encode_tcp_request,
-    http_response_length,
+    http_response_end,
 )
+from softap_sim.testing import SoftapSyncClient
 from softap_sim.threaded import ThreadedEmulator, ready_timeout_from_env, running_emulators
 
 pytest_plugins = ["pytester"]
@@ -66,7 +66,7 @@ SAMPLE = """
     from firmware_model import DeviceState, ManualClock
     from firmware_model.eras import FirmwareEra
     from softap_sim import DeviceEmulator, SimConfig
-    from softap_sim.pytest_plugin import CloudCustomer, SoftapClient
+    from softap_sim.testing import CloudCustomer, SoftapClient
     from softap_sim.threaded import ThreadedEmulator
 
     CLOSED: list[str] = []
@@ -581,11 +581,11 @@ def test_client_codec_round_trips() -> None:
     head = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
     full = head + b"1\r\n{\r\n1\r\n}\r\n0\r\n\r\n"
     for cut in range(len(full)):
-        assert http_response_length(full[:cut]) is None
-    assert http_response_length(full + b"extra") == len(full)
+        assert http_response_end(full[:cut]) is None
+    assert http_response_end(full + b"extra") == len(full)
     assert decode_http_reply(full, "x") == {}
     plain = b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n"
-    assert http_response_length(plain) == len(plain)
+    assert http_response_end(plain) == len(plain)
     with pytest.raises(SoftapClientError, match="404 Not Found"):
         decode_http_reply(plain, "x")
     with pytest.raises(SoftapClientError, match="without a reply"):

@@ -60,10 +60,11 @@ from softap_sim.argtypes import parse_size
 from softap_sim.cli import DEFAULT_HTTP_PORT, DEFAULT_TCP_PORT, build_parser, main
 from softap_sim.config import load_networks
 from softap_sim.control_api import ROUTES, start_control_api
-from softap_sim.pytest_plugin import _MarkerError, parse_marker
+from softap_sim.protocol.client import parse_http_reply
 from softap_sim.scenario import list_scenarios, load_scenario
+from softap_sim.testing.marker import MarkerError, parse_marker
 from softap_sim.threaded import ThreadedEmulator
-from tests.wire import decode_chunked, http_exchange, tcp_exchange
+from tests.wire import http_exchange, tcp_exchange
 
 ROOT = Path(__file__).resolve().parent.parent
 README = ROOT / "README.md"
@@ -443,15 +444,11 @@ async def curl(emu: DeviceEmulator, argv: list[str]) -> list[str]:
     """What ``curl -s ...`` prints against ``emu``: the body, or the ``-w`` status code."""
     host, port = emu.http_address
     request, write_out = curl_request(argv, host, port)
-    reply = await http_exchange((host, port), request)
-    head, _, body = reply.partition(b"\r\n\r\n")
-    status = head.split(b" ")[1].decode()
+    reply = parse_http_reply(await http_exchange((host, port), request))
     if write_out:
         assert write_out == "%{http_code}\\n", f"-w {write_out!r} is not emulated"
-        return [status]
-    if b"Transfer-Encoding: chunked" in head:
-        body = b"".join(decode_chunked(body))
-    return body.decode().split("\n")
+        return [str(reply.head.status)]
+    return reply.body.decode().split("\n")
 
 
 def expected_pattern(shown: list[str]) -> re.Pattern[str]:
@@ -1018,7 +1015,7 @@ def test_the_marker_example_is_valid() -> None:
     settings = parse_marker(mark)
     assert settings.count == 5
     shown = fences(section("Per-test settings: `@pytest.mark.softap`"), "")[0].splitlines()
-    with pytest.raises(_MarkerError) as info:
+    with pytest.raises(MarkerError) as info:
         parse_marker(pytest.mark.softap(scenaro="slow-scan").mark)
     assert shown[1] == str(info.value), "README marker error message"
 

@@ -21,6 +21,7 @@ from cryptography.hazmat.primitives.asymmetric import padding
 
 from firmware_model import DeviceIdentity, DeviceKey, ManualClock, RadioEnvironment
 from softap_sim import DeviceEmulator, SimConfig
+from softap_sim.protocol.client import decode_chunked, http_response_end
 from softap_sim.replay import (
     DIFFERENT,
     ID_PLACEHOLDER,
@@ -31,14 +32,13 @@ from softap_sim.replay import (
     ReplayReport,
     add_parser,
     escape,
-    http_response_end,
     load_transcript,
     normalize_ids,
     replay,
 )
 from softap_sim.transcript import read_transcript, record_bytes
 from tests.conftest import SPEC_DEVICE_ID
-from tests.wire import decode_chunked, expect_silence, read_http_response, tcp_exchange
+from tests.wire import expect_silence, read_http_response, tcp_exchange
 
 CLAIM_CODE = "my-claim-code-1234-XYZ"
 PASSWORD = b"guest-password"

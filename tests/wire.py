@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 
+from softap_sim.protocol.client import HttpReplyParser
+
 TIMEOUT_S = 5.0
 
 
@@ -21,44 +23,26 @@ async def tcp_exchange(addr: tuple[str, int], data: bytes, *, half_close: bool =
 
 
 async def read_http_response(reader: asyncio.StreamReader) -> bytes:
-    """One complete response: the head plus a chunked or Content-Length body."""
-    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S)
-    if b"Transfer-Encoding: chunked\r\n" in head:
-        body = b""
-        while not body.endswith(b"0\r\n\r\n") or not _chunks_complete(body):
-            body += await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT_S)
-        return head + body
-    length = 0
-    for line in head.split(b"\r\n"):
-        if line.startswith(b"Content-Length: "):
-            length = int(line.split(b": ", 1)[1])
-    return head + (await asyncio.wait_for(reader.readexactly(length), TIMEOUT_S) if length else b"")
+    """One complete response, parsed with the client codec, and not a byte more.
 
-
-def _chunks_complete(body: bytes) -> bool:
-    try:
-        decode_chunked(body)
-    except ValueError:
-        return False
-    return True
-
-
-def decode_chunked(body: bytes) -> list[bytes]:
-    """Split a complete chunked body into its chunks (terminator excluded)."""
-    chunks: list[bytes] = []
-    i = 0
-    while True:
-        eol = body.index(b"\r\n", i)
-        size = int(body[i:eol], 16)
-        if size == 0:
-            if body[eol + 2 :] != b"\r\n":
-                raise ValueError("bad terminator")
-            return chunks
-        chunk = body[eol + 2 : eol + 2 + size]
-        if len(chunk) != size or body[eol + 2 + size : eol + 4 + size] != b"\r\n":
-            raise ValueError("truncated chunk")
-        chunks.append(chunk)
-        i = eol + 4 + size
+    Each read is what the parser says surely belongs to the reply (the rest of a body or
+    chunk), else a line (the head, chunk-size lines), or the rest of the stream for a
+    body that ends at the close. The next response on a keep-alive connection stays in
+    ``reader``.
+    """
+    parser = HttpReplyParser()
+    reply = parser.feed(await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), TIMEOUT_S))
+    while reply is None:
+        assert parser.head is not None
+        if need := parser.bytes_needed:
+            reply = parser.feed(await asyncio.wait_for(reader.readexactly(need), TIMEOUT_S))
+        elif parser.head.chunked:
+            reply = parser.feed(await asyncio.wait_for(reader.readuntil(b"\r\n"), TIMEOUT_S))
+        else:
+            parser.feed(await asyncio.wait_for(reader.read(), TIMEOUT_S))
+            reply = parser.feed_eof()
+            assert reply is not None
+    return reply.raw
 
 
 async def http_exchange(addr: tuple[str, int], data: bytes) -> bytes:
