@@ -74,7 +74,7 @@ def tokenize(js: bytes) -> tuple[list[Token], int]:
 
     ``jsmn_parse`` case by case (the branches are tried most frequent first); runs of
     plain string or primitive bytes are skipped with one regex match each, which the
-    per-byte loop in ``tests/jsmn_reference.py`` checks on any input.
+    per-byte loop in ``tests/firmware_model/jsmn_reference.py`` checks on any input.
     """
     tokens: list[Token] = []
     append = tokens.append

@@ -16,7 +16,7 @@ from pathlib import Path
 log = logging.getLogger(__name__)
 
 #: the random part ``tempfile.mkstemp`` puts in a name: 8 of these characters
-#: (``tempfile._RandomNameSequence``; tests/test_state_cleanup.py checks it still is)
+#: (``tempfile._RandomNameSequence``; tests/core/test_state_cleanup.py checks it still is)
 MKSTEMP_RANDOM = "[a-z0-9_]{8}"
 TEMP_SUFFIX = ".tmp"
 

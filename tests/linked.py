@@ -18,8 +18,8 @@ import aiohttp
 from firmware_model import DeviceKey, RadioEnvironment
 from softap_sim import DeviceEmulator, SimConfig
 from softap_sim.cloud.service import CloudService
-from tests.test_cloud_link_device import HOME
-from tests.test_device_server import Events as DeviceServerEvents
+from tests.cloud.test_device_server import Events as DeviceServerEvents
+from tests.cloud.test_link_device import HOME
 
 
 class Events(DeviceServerEvents):

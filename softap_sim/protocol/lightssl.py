@@ -175,8 +175,8 @@ class Channel:
     After a one-block message both are already right (``C_1 == C_n``) and cost nothing.
     PKCS#7 is done with bytes operations; ``receive_data`` walks the buffer (or, when
     nothing is pending, the caller's ``bytes`` themselves) with an offset and deletes the
-    consumed bytes once. ``tests/test_lightssl_fast.py`` holds all of this to the old
-    Cipher-per-frame version (``tests/lightssl_reference.py``), errors included.
+    consumed bytes once. ``tests/protocol/test_lightssl_fast.py`` holds all of this to the old
+    Cipher-per-frame version (``tests/protocol/lightssl_reference.py``), errors included.
     """
 
     def __init__(self, session: bytes) -> None:

@@ -8,7 +8,7 @@ Many advertisers may share one :class:`Responder` (one mDNS socket set).
 
 Plain loopback has no MULTICAST flag on Linux; tests run the responder and browser inside a
 network namespace whose ``lo`` has multicast on and a ``224.0.0.0/4`` route (see
-``tests/test_mdns.py``). Where multicast does not work, use the control API's device list
+``tests/transports/test_mdns.py``). Where multicast does not work, use the control API's device list
 (:mod:`softap_sim.registry`).
 
 The ``async_`` methods of python-zeroconf stay inside this module and

@@ -2,7 +2,7 @@
 'use strict';
 /*
  * scenario_driver.js: setup_driver.js with the client library's OWN timeout
- * shortened, for the scenario tests (tests/test_scenarios.py).
+ * shortened, for the scenario tests (tests/conformance/test_scenarios.py).
  *
  * Input and output are exactly those of setup_driver.js (read its header),
  * plus one optional input key:

@@ -5,7 +5,7 @@
  * Photon setup sequence against a (simulated) device, and print ONE JSON line.
  *
  * INPUT (one JSON object), taken from the first of:
- *   1. the environment variable SOFTAP_DRIVER_ARGS   (preferred; what tests/test_real_clients.py uses)
+ *   1. the environment variable SOFTAP_DRIVER_ARGS   (preferred; what tests/conformance/test_real_clients.py uses)
  *   2. the first command-line argument               (node setup_driver.js '<json>')
  * Either way the driver removes it (deletes the variable, strips process.argv)
  * BEFORE loading any library: softap-setup 1.x/3.x read their settings through

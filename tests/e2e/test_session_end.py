@@ -20,9 +20,9 @@ import pytest_asyncio
 from firmware_model import DeviceKey, DeviceState, ManualClock, TimingProfile
 from firmware_model.led import LED_JOINING, LED_LISTENING
 from softap_sim import DeviceEmulator
+from tests.cloud.test_link_device import HOME, join
 from tests.linked import World as LinkedWorld
 from tests.linked import linked_cloud
-from tests.test_cloud_link_device import HOME, join
 
 WAIT_S = 10.0
 

@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import os
 import re
-from pathlib import Path
 
 import pytest
 
+from tests import paths
+
 pytest_plugins = ["pytester"]
 
-DOC = Path(__file__).resolve().parent.parent / "README.md"
+DOC = paths.REPO / "README.md"
 FILE_BLOCK = re.compile(r"<!-- file: (\S+) -->\n```[a-z]*\n(.*?)^```", re.DOTALL | re.MULTILINE)
 
 

@@ -41,8 +41,9 @@ from firmware_model import DeviceState, RadioEnvironment, Reply, ReplyKind
 from firmware_model.security import SECURITY_NAMES, SecurityFamily, family_of
 from softap_sim.config import SimConfig
 from softap_sim.emulator import DeviceEmulator
+from tests import paths
 
-CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
+CLIENTS_DIR = paths.CLIENTS
 NODE_MODULES = CLIENTS_DIR / "node_modules"
 DRIVER = CLIENTS_DIR / "setup_driver.js"
 

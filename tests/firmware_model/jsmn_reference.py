@@ -2,7 +2,8 @@
 
 ``firmware_model.jsmn.tokenize`` skips runs of plain string and primitive bytes with
 regexes and keeps a stack of open containers instead of scanning back; this is the
-straight loop of ``jsmn.c`` it must agree with on any input (tests/test_jsmn_fast.py).
+straight loop of ``jsmn.c`` it must agree with on any input
+(tests/firmware_model/test_jsmn_fast.py).
 """
 
 from __future__ import annotations

@@ -6,7 +6,7 @@ from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from firmware_model.jsmn import Token, tokenize
-from tests.jsmn_reference import tokenize_reference
+from tests.firmware_model.jsmn_reference import tokenize_reference
 
 #: bytes that steer jsmn: structure, quotes, escapes, \u digits, delimiters, controls
 STEERING = st.sampled_from(list(b'{}[]":,\\ \t\r\nu0aAfFgbnrt/-1\x00\x7f\xc3'))

@@ -17,8 +17,9 @@ from typing import Any
 import pytest
 
 from softap_sim.cli import build_parser, main
+from tests import paths
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = paths.REPO
 FREE_PORTS = (
     "--tcp-port",
     "0",

@@ -27,7 +27,6 @@ import re
 import shutil
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -38,8 +37,9 @@ from softap_sim.cloud import events, models, views
 from softap_sim.cloud.app import CloudServer
 from softap_sim.cloud.backend import CloudBackend
 from softap_sim.cloud.db import Database
+from tests import paths
 
-CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
+CLIENTS_DIR = paths.CLIENTS
 PACKAGE_DIR = CLIENTS_DIR / "node_modules" / "particle-api-js"
 DRIVER = CLIENTS_DIR / "cloud_driver.js"
 LIBRARY = "particle-api-js@12.0.3"

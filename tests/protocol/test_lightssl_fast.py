@@ -1,6 +1,6 @@
 """The optimised :class:`lightssl.Channel` against the verbatim pre-optimisation oracle.
 
-``tests/lightssl_reference.py`` holds the old implementation (``ReferenceChannel``). For
+``tests/protocol/lightssl_reference.py`` holds the old implementation (``ReferenceChannel``). For
 random session material, message sequences, chunkings of the byte stream and corruptions
 of it, both must produce the same ciphertext bytes, the same decrypted frames per call and
 raise :class:`ChannelError` at the same call with the same message, and must keep behaving
@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from softap_sim.protocol.lightssl import MAX_FRAME_BYTES, SESSION_BYTES, Channel, ChannelError
-from tests.lightssl_reference import ReferenceChannel
+from tests.protocol.lightssl_reference import ReferenceChannel
 
 SETTINGS = settings(
     derandomize=True,

@@ -14,15 +14,15 @@ import json
 import re
 import shlex
 import sys
-from pathlib import Path
 
 import pytest
 
 from softap_sim import DeviceEmulator
 from softap_sim.cli import build_parser
 from softap_sim.control_api import start_control_api
+from tests import paths
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.REPO
 DOCKERFILE = ROOT / "Dockerfile"
 
 

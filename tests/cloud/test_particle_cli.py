@@ -28,11 +28,12 @@ from firmware_model.app import UserApp, default_app
 from softap_sim import DeviceEmulator
 from softap_sim.cloud.errors import InvalidToken
 from softap_sim.cloud.service import CloudService
+from tests import paths
+from tests.cloud.test_link_device import join
 from tests.conftest import seeded_key
 from tests.linked import Events, linked_cloud
-from tests.test_cloud_link_device import join
 
-CLIENTS = Path(__file__).resolve().parent / "clients"
+CLIENTS = paths.CLIENTS
 PARTICLE = CLIENTS / "node_modules" / ".bin" / "particle"
 pytestmark = [
     pytest.mark.skipif(

@@ -21,7 +21,7 @@ from softap_sim.fleet import Fleet
 from softap_sim.fleet.cli import _close_all, _start_control
 from softap_sim.keypool import KeyPool
 from softap_sim.protocol.dnssd import LISTENING_TYPE
-from tests.test_mdns import FakePublisher
+from tests.transports.test_mdns import FakePublisher
 
 
 def fleet_args(*extra: str) -> argparse.Namespace:

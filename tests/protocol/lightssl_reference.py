@@ -3,7 +3,7 @@
 Only the class name changed (``Channel`` -> ``ReferenceChannel``); :class:`ChannelError`
 is imported from the real module so ``pytest.raises(ChannelError)`` matches both. The
 constants it uses are copied, so the oracle does not move if the module's do.
-Used by ``tests/test_lightssl_fast.py``; do not "optimise" this file.
+Used by ``tests/protocol/test_lightssl_fast.py``; do not "optimise" this file.
 """
 
 from __future__ import annotations

@@ -52,9 +52,10 @@ from softap_sim.config import SimConfig
 from softap_sim.emulator import DeviceEmulator
 from softap_sim.errors import ConfigError
 from softap_sim.scenario import Scenario, list_scenarios, load_scenario
+from tests import paths
 
-SCENARIO_DIR = Path(__file__).resolve().parent.parent / "softap_sim" / "scenarios"
-CLIENTS_DIR = Path(__file__).resolve().parent / "clients"
+SCENARIO_DIR = paths.REPO / "softap_sim" / "scenarios"
+CLIENTS_DIR = paths.CLIENTS
 NODE_MODULES = CLIENTS_DIR / "node_modules"
 DRIVER = CLIENTS_DIR / "scenario_driver.js"
 

@@ -700,8 +700,7 @@ def test_hostile_parameter(
     if 400 <= reply.status < 500:
         if sent_method != "HEAD":
             assert _error_body(reply), (
-                f"HTTP {reply.status} without a JSON error body for {request}: "
-                f"{reply.body[:300]!r}"
+                f"HTTP {reply.status} without a JSON error body for {request}: {reply.body[:300]!r}"
             )
         assert world.snapshot() == before, f"HTTP {reply.status} changed the database: {request}"
 

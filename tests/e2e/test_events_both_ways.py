@@ -23,9 +23,9 @@ from firmware_model.app import UserApp, default_app
 from softap_sim import DeviceEmulator, SimConfig
 from softap_sim.control import ControlError
 from softap_sim.errors import LifecycleError
+from tests.cloud.test_link_device import HOME, join
 from tests.linked import World as LinkedWorld
 from tests.linked import linked_cloud
-from tests.test_cloud_link_device import HOME, join
 
 WAIT_S = 10.0
 

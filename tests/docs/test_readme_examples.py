@@ -1,6 +1,6 @@
 """Every other README example is a test too, so README.md cannot drift from the code.
 
-``tests/test_readme_example.py`` runs the pytest example; this module covers the rest:
+``tests/docs/test_readme_example.py`` runs the pytest example; this module covers the rest:
 
 * the ``softap-sim run`` banner of the 30-second example against a real ``softap-sim run``
   (its line labels, in order: the ids and ports differ from run to run);
@@ -64,9 +64,10 @@ from softap_sim.protocol.client import parse_http_reply
 from softap_sim.scenario import list_scenarios, load_scenario
 from softap_sim.testing.marker import MarkerError, parse_marker
 from softap_sim.threaded import ThreadedEmulator
+from tests import paths
 from tests.wire import http_exchange, tcp_exchange
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = paths.REPO
 README = ROOT / "README.md"
 FENCE = re.compile(r"^```([a-z]*)\n(.*?)^```", re.DOTALL | re.MULTILINE)
 HEADING = re.compile(r"^(#+) (.+)$", re.MULTILINE)
@@ -1041,7 +1042,7 @@ def test_the_events_example_loads() -> None:
 def test_the_particle_cli_commands_shown_are_tested() -> None:
     """Every ``particle …`` line of 'With particle-cli' is run by test_particle_cli.py."""
     block = next(b for b in fences(readme(), "sh") if "particle config local apiUrl" in b)
-    tested = (Path(__file__).parent / "test_particle_cli.py").read_text()
+    tested = (paths.TESTS / "cloud" / "test_particle_cli.py").read_text()
     commands = [shlex.split(line, comments=True) for line in shell_lines(block)]
     assert len(commands) >= 18
     for words in commands:

@@ -23,10 +23,11 @@ import pytest_asyncio
 from firmware_model import DeviceKey, DeviceState, RadioEnvironment
 from softap_sim import DeviceEmulator, SimConfig
 from softap_sim.cloud.service import CloudService
-from tests import test_cloud_particle_api_js as api
-from tests.test_real_clients import run_driver
+from tests import paths
+from tests.cloud import test_particle_api_js as api
+from tests.conformance.test_real_clients import run_driver
 
-CLIENTS = Path(__file__).resolve().parent / "clients"
+CLIENTS = paths.CLIENTS
 pytestmark = [
     pytest.mark.skipif(
         not (CLIENTS / "node_modules" / "particle-api-js").is_dir()
@@ -61,7 +62,7 @@ class World:
     service: CloudService
     clock: Clock
     config: SimConfig
-    env: Any  # what tests.test_cloud_particle_api_js.drive needs: url, two_legged
+    env: Any  # what tests.cloud.test_particle_api_js.drive needs: url, two_legged
     product: str
 
 

@@ -4,7 +4,7 @@ The fallback list, the record contents and the advertiser's bookkeeping are test
 everywhere, without multicast. The real browse needs multicast, which plain loopback lacks
 (no MULTICAST flag): as root the test makes a network namespace whose ``lo`` has multicast
 on and a ``224.0.0.0/4`` route, runs this module in it (``ip netns exec NS python -m
-tests.test_mdns``; see :func:`_netns_child`) and checks the JSON report. Nothing is sent
+tests.transports.test_mdns``; see :func:`_netns_child`) and checks the JSON report. Nothing is sent
 outside that namespace. Without root it skips, saying why.
 """
 
@@ -22,7 +22,6 @@ import sys
 import traceback
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -61,9 +60,12 @@ from softap_sim.transports.mdns import (
     record_addresses,
     records_for,
 )
+from tests import paths
 from tests.wire import tcp_exchange
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = paths.REPO
+#: this module, run as the child inside the network namespace
+CHILD_MODULE = "tests.transports.test_mdns"
 DEVICE_ID = "320020001847333531323135"
 LOOPBACK = ["127.0.0.1"]
 #: bound on every wait in the namespace child (probing + announcing take about 1.5 s)
@@ -545,7 +547,7 @@ def test_browse_finds_device_and_sees_claim(multicast_netns: str) -> None:
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("SOFTAP_SIM_CONTROL", None)
     done = subprocess.run(
-        ["ip", "netns", "exec", multicast_netns, sys.executable, "-m", "tests.test_mdns"],
+        [*("ip", "netns", "exec", multicast_netns), sys.executable, "-m", CHILD_MODULE],
         cwd=REPO,
         env=env,
         capture_output=True,

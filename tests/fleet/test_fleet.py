@@ -45,6 +45,7 @@ from softap_sim.listeners import shared_ports_supported
 from softap_sim.live_view import LiveView
 from softap_sim.protocol.client import decode_http_reply
 from softap_sim.scenario import load_scenario
+from tests import paths
 from tests.wire import read_http_response, tcp_exchange
 
 pytestmark = pytest.mark.timeout(60)
@@ -539,7 +540,7 @@ def test_two_pools_on_one_directory_and_another_process_never_share_a_key(
         stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         text=True,
-        cwd=Path(__file__).resolve().parent.parent,
+        cwd=paths.REPO,
     )
     got: dict[str, list[bytes]] = {}
     barrier = threading.Barrier(2)
