@@ -38,18 +38,20 @@ _NO_REPLY = Reply(ReplyKind.UNKNOWN)
 
 @dataclass(slots=True)
 class Exchange:
-    """One request as the dispatcher saw it, for :meth:`CommandDispatcher.record`.
+    """The request a connection is serving, as the dispatcher saw it.
 
-    ``reply`` and ``delivery`` are the command's; requests that run no command (an HTTP
-    404, a static page) get an exchange from :meth:`CommandDispatcher.begin`.
+    Each connection owns one and the dispatcher fills it in per request
+    (:meth:`CommandDispatcher.dispatch`, or :meth:`CommandDispatcher.begin` for requests
+    that run no command, e.g. an HTTP 404); :meth:`CommandDispatcher.record` takes it.
+    Reusing it keeps a keep-alive HTTP connection's hot path free of allocations.
     """
 
     transport: str
     conn: int
     peer: str
     #: the command name, or the HTTP path when no command ran
-    command: str
-    state_before: DeviceState
+    command: str = ""
+    state_before: DeviceState = DeviceState.OFF
     reply: Reply = _NO_REPLY
     delivery: Delivery = NORMAL
 
@@ -74,16 +76,20 @@ class CommandDispatcher:
         self.served: dict[str, int] = {"tcp": 0, "http": 0}
         self._interned: dict[bytes, bytes] = {}
 
-    def begin(self, transport: str, conn: int, peer: str, label: str) -> Exchange:
-        """An exchange that runs no command (recorded all the same)."""
-        return Exchange(transport, conn, peer, label, self.device.lifecycle.state)
+    def begin(self, exchange: Exchange, label: str) -> Exchange:
+        """A request that runs no command (recorded all the same)."""
+        exchange.command = label
+        exchange.state_before = self.device.lifecycle.state
+        exchange.reply = _NO_REPLY
+        exchange.delivery = NORMAL
+        return exchange
 
-    def dispatch(
-        self, transport: str, conn: int, peer: str, name: str, body: bytes | None
-    ) -> Exchange:
-        """Run command ``name``; the exchange carries its reply and how to deliver it."""
+    def dispatch(self, exchange: Exchange, name: str, body: bytes | None) -> Exchange:
+        """Run command ``name``; ``exchange`` then holds its reply and how to deliver it."""
         device = self.device
-        before = device.lifecycle.state
+        transport = exchange.transport
+        exchange.command = name
+        exchange.state_before = device.lifecycle.state
         scans_before = device.scans
         reply = device.execute(name, body)
         self.served[transport] += 1
@@ -94,6 +100,7 @@ class CommandDispatcher:
         if log.isEnabledFor(logging.INFO):
             shown = reply.body if name != "public-key" else b"<public key>"
             extra = "" if delivery is NORMAL else f" [{delivery.mode} +{delivery.delay_s:.3f}s]"
+            peer = exchange.peer
             log.info(
                 "%s %s %s -> %s %s%s",
                 transport,
@@ -107,7 +114,9 @@ class CommandDispatcher:
                 log.debug("%s %s %s request body %r", transport, peer, name, sanitize(name, body))
         for effect in reply.effects:
             self._on_effect(effect)
-        return Exchange(transport, conn, peer, name, before, reply, delivery)
+        exchange.reply = reply
+        exchange.delivery = delivery
+        return exchange
 
     def _delivery(self, transport: str, name: str, scans: int) -> Delivery:
         device = self.device

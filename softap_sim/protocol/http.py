@@ -380,23 +380,28 @@ class HttpConnection:
         allocate its HTTP request slots (§7): every page and command then gets a 500.
         """
         route = req.route
-        if req.body is None:
+        if route is not None and req.body is not None:
+            kind = route.kind
+            if kind is _COMMAND:
+                return route.command if slots else self.render_server_error()
+            if kind is _PAGE_HANDLER:
+                if not slots:
+                    return self.render_server_error()
+                return self.render_page_handler(req.path, req.query)
+        elif req.body is None:
             return self.render_server_error()  # the body buffer could not be allocated
-        if route is None:
+        else:
             return self.render_not_found()
-        kind = route.kind
-        if kind is RouteKind.COMMAND and slots:
-            return route.command
-        if kind is RouteKind.COMMAND or kind is RouteKind.PAGE_HANDLER:
-            if not slots:
-                return self.render_server_error()
-            return self.render_page_handler(req.path, req.query)
         return self.render_static(route, root_redirect)
 
     def render_command(self, reply: Reply) -> bytes:
         """H200, one chunk per firmware write, then the terminating chunk."""
         self.cors = True
         return encode_command_response(reply)
+
+
+_COMMAND = RouteKind.COMMAND
+_PAGE_HANDLER = RouteKind.PAGE_HANDLER
 
 
 def _render_h200() -> bytes:

@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import cast
 
 from firmware_model import Device
-from softap_sim.dispatch import NORMAL, CommandDispatcher, Delivery
+from softap_sim.dispatch import NORMAL, CommandDispatcher, Delivery, Exchange
 from softap_sim.protocol.http import HttpConnection, HttpRequest, Route
 from softap_sim.scheduler import Scheduler
 from softap_sim.transports.delivery import MAX_QUEUED_BYTES, deliver_now, pause, resume
@@ -94,6 +94,7 @@ class _HttpProtocol(asyncio.Protocol):
         "_raw",
         "codec",
         "conn_id",
+        "exchange",
         "peer",
         "server",
         "transport",
@@ -105,6 +106,7 @@ class _HttpProtocol(asyncio.Protocol):
         self.transport: asyncio.Transport | None = None
         self.codec = HttpConnection(server.routes, server.device.can_allocate_body)
         self.peer = "?"
+        self.exchange = Exchange("http", conn_id, self.peer)
         self._raw = bytearray()
         self._dead = False
         #: bytes of this connection's segments in the server's backlog
@@ -117,6 +119,7 @@ class _HttpProtocol(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = f"{peer[0]}:{peer[1]}" if isinstance(peer, tuple) else str(peer)
+        self.exchange = Exchange("http", self.conn_id, self.peer)
         self.server.on_accept("http")
         if len(self.server.connections) >= self.server.max_connections:
             self.transport.write(SERVICE_UNAVAILABLE)
@@ -193,10 +196,10 @@ class _HttpProtocol(asyncio.Protocol):
         dispatcher = server.dispatcher
         answer = codec.respond_to(req, server.slots, server.root_redirect)
         if isinstance(answer, str):
-            exchange = dispatcher.dispatch("http", self.conn_id, self.peer, answer, req.body)
+            exchange = dispatcher.dispatch(self.exchange, answer, req.body)
             out = codec.render_command(exchange.reply)
         else:
-            exchange = dispatcher.begin("http", self.conn_id, self.peer, req.path.decode("latin-1"))
+            exchange = dispatcher.begin(self.exchange, req.path.decode("latin-1"))
             out = answer
         if log.isEnabledFor(logging.DEBUG):
             log.debug("http %s %s %r -> %d bytes", self.peer, req.method, req.path, len(out))

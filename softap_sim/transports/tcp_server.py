@@ -19,7 +19,7 @@ from collections.abc import Callable
 from typing import cast
 
 from firmware_model import Device
-from softap_sim.dispatch import CommandDispatcher, Delivery
+from softap_sim.dispatch import CommandDispatcher, Delivery, Exchange
 from softap_sim.protocol.tcp import TcpConnection, TcpRequest, encode_tcp_reply
 from softap_sim.scheduler import Scheduler
 from softap_sim.transports.delivery import (
@@ -248,7 +248,8 @@ class _TcpProtocol(asyncio.Protocol):
 
     def _answer(self, req: TcpRequest) -> None:
         dispatcher = self.server.dispatcher
-        exchange = dispatcher.dispatch("tcp", self.conn_id, self.peer, req.name, req.body)
+        # one request per connection (the device closes after its reply)
+        exchange = dispatcher.dispatch(Exchange("tcp", self.conn_id, self.peer), req.name, req.body)
         out = encode_tcp_reply(exchange.reply)
         dispatcher.record(exchange, bytes(self._raw), out)
         delivery = exchange.delivery
