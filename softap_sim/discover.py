@@ -16,7 +16,7 @@ device list (``GET /v1/devices``, :mod:`softap_sim.registry`) from ``--control U
 
 Exit codes: 0 devices found, 1 none found (or an error), 2 usage.
 
-Wiring (``cli.py``)::
+Wiring (``cli/``)::
 
     from softap_sim import discover
     discover.add_parser(sub)

@@ -28,7 +28,7 @@ from softap_sim.replay.records import (
 from softap_sim.replay.results import EXIT_UNREADABLE, ExchangeResult, ReplayReport, judge
 from softap_sim.replay.wire import HttpConnections, tcp_exchange
 
-#: ``softap-sim run``'s default ports (kept here: cli.py imports this package)
+#: ``softap-sim run``'s default ports (kept here: softap_sim.cli imports this package)
 DEFAULT_TCP_PORT = 5609
 DEFAULT_HTTP_PORT = 8080
 DEFAULT_TIMEOUT_S = 5.0
