@@ -48,6 +48,9 @@ measures that; the former ``--what-if-skip-key-validation`` measured the same an
 Benchmarks are not tests: exit status 0 whatever the numbers unless ``--enforce``
 (then 1 when a target is missed); 2 when set-up failed.
 
+The load child (``--load``) is in ``fleet_load.py``, the targets and the table in
+``fleet_report.py``.
+
 Examples::
 
     python scripts/bench_fleet.py
@@ -60,9 +63,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import concurrent.futures
-import contextlib
 import io
-import json
 import logging
 import os
 import shutil
@@ -77,6 +78,8 @@ if str(REPO_ROOT) not in sys.path:  # run as a plain script from a checkout
     sys.path.insert(0, str(REPO_ROOT))
 
 from benchlib import BenchError, memory_mib, raise_nofile, run_main, show_report  # noqa: E402
+from fleet_load import ask_all, load_main  # noqa: E402
+from fleet_report import judge, print_table  # noqa: E402
 
 from softap_sim import event_loop  # noqa: E402
 from softap_sim.argtypes import parse_non_negative_int  # noqa: E402
@@ -84,118 +87,15 @@ from softap_sim.errors import SimulatorError  # noqa: E402
 from softap_sim.fleet import LISTENER_MODES, Fleet  # noqa: E402
 from softap_sim.keypool import KeyPool, generate_pem  # noqa: E402
 from softap_sim.listeners import shared_ports_supported  # noqa: E402
-from softap_sim.protocol.client import parse_http_reply  # noqa: E402
 
 #: descriptors kept free besides the listeners in the scale run (cloud, loader's
 #: accepted connections, stdio, epoll ...)
 SCALE_FD_RESERVE: Final = 200
-READY_TARGET_S: Final = 5.0
-RSS_TARGET_MIB: Final = 1024.0
-REQUEST_TIMEOUT_S: Final = 30.0
-SCRIPT: Final = str(Path(__file__).resolve())
 
 
 def rss_mib() -> dict[str, float]:
     """This process's resident set size now and its peak, MiB."""
     return {k: v or 0.0 for k, v in memory_mib(os.getpid()).items()}
-
-
-# ======================================================================================
-# the load child: device-id over TCP and HTTP
-# ======================================================================================
-async def _device_id_tcp(host: str, port: int) -> bytes:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(b"device-id\n0\n\n")
-        return await reader.read()
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def _device_id_http(host: str, port: int) -> bytes:
-    reader, writer = await asyncio.open_connection(host, port)
-    try:
-        writer.write(
-            f"GET /device-id HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n".encode()
-        )
-        return parse_http_reply(await reader.read(), "device-id").body
-    finally:
-        writer.close()
-        with contextlib.suppress(OSError):
-            await writer.wait_closed()
-
-
-async def load(targets: list[list[Any]], concurrency: int) -> dict[str, Any]:
-    """``targets``: [host, tcp port, http port, expected id]; both transports each."""
-    sem = asyncio.Semaphore(concurrency)
-    ok = {"tcp": 0, "http": 0}
-    errors: list[str] = []
-
-    async def one(kind: str, host: str, port: int, expected: str) -> None:
-        async with sem:
-            try:
-                call = _device_id_tcp if kind == "tcp" else _device_id_http
-                body = await asyncio.wait_for(call(host, port), REQUEST_TIMEOUT_S)
-                got = json.loads(body.strip() or b"{}").get("id")
-            except (OSError, TimeoutError, ValueError, SimulatorError) as err:
-                errors.append(f"{kind} {host}:{port}: {type(err).__name__}: {err}")
-                return
-            if got == expected:
-                ok[kind] += 1
-            else:
-                errors.append(f"{kind} {host}:{port}: id {got!r}, expected {expected}")
-
-    t0 = time.perf_counter()
-    await asyncio.gather(
-        *(one("tcp", h, t, e) for h, t, _p, e in targets),
-        *(one("http", h, p, e) for h, _t, p, e in targets),
-    )
-    elapsed = time.perf_counter() - t0
-    return {
-        "devices": len(targets),
-        "tcp_ok": ok["tcp"],
-        "http_ok": ok["http"],
-        "errors": len(errors),
-        "first_errors": errors[:3],
-        "seconds": elapsed,
-        "requests_per_s": (ok["tcp"] + ok["http"]) / elapsed if elapsed > 0 else 0.0,
-    }
-
-
-def load_main(args: argparse.Namespace) -> int:
-    raise_nofile()
-    targets = json.loads(sys.stdin.read())
-    print(json.dumps(asyncio.run(load(targets, args.load_concurrency))))
-    return 0
-
-
-async def ask_all(fleet: Fleet, concurrency: int) -> dict[str, Any]:
-    """Every device's device-id over TCP and HTTP, from a child process."""
-    targets = [
-        [
-            d.emulator.tcp_address[0],
-            d.emulator.tcp_address[1],
-            d.emulator.http_address[1],
-            d.device_id,
-        ]
-        for d in fleet
-    ]
-    proc = await asyncio.create_subprocess_exec(
-        sys.executable,
-        SCRIPT,
-        "--load",
-        "--load-concurrency",
-        str(concurrency),
-        stdin=asyncio.subprocess.PIPE,
-        stdout=asyncio.subprocess.PIPE,
-    )
-    out, _ = await proc.communicate(json.dumps(targets).encode())
-    if proc.returncode != 0:
-        raise BenchError(f"the load process failed (exit status {proc.returncode})")
-    result: dict[str, Any] = json.loads(out)
-    return result
 
 
 # ======================================================================================
@@ -398,99 +298,6 @@ async def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return report
-
-
-def judge(report: dict[str, Any]) -> list[str]:
-    missed = []
-    for run in report["ready_runs"]:
-        if run["run"] == "in-memory" and run["ready_s"] > READY_TARGET_S:
-            missed.append(f"{run['devices']} devices ready in {run['ready_s']:.2f} s > 5 s")
-    for run in [*report["ready_runs"], *([report["scale"]] if "scale" in report else [])]:
-        a = run["answers"]
-        if a["errors"] or a["tcp_ok"] != run["devices"] or a["http_ok"] != run["devices"]:
-            missed.append(f"{run['run']}: {a['errors']} device-id errors {a['first_errors']}")
-        if run["distinct_ids"] != run["devices"] or run["distinct_ssids"] != run["devices"]:
-            missed.append(f"{run['run']}: identities are not distinct")
-    scale = report.get("scale")
-    if scale is not None:
-        if scale["peak_rss_mib"] > RSS_TARGET_MIB:
-            missed.append(f"scale: peak RSS {scale['peak_rss_mib']:.0f} MiB > 1 GiB")
-        if report.get("scale_limited"):
-            missed.append(report["scale_limited"])
-    return missed
-
-
-def print_table(report: dict[str, Any], missed: list[str]) -> None:
-    kg = report["keygen"]
-    print(
-        f"fleet benchmark: {report['cpus']} CPUs, Python {report['python']} "
-        f"({report['loop']}), "
-        f"RLIMIT_NOFILE {report['nofile']['soft']}/{report['nofile']['hard']}, ports TCP "
-        f"{report['ports']['tcp']} / HTTP {report['ports']['http']} on each address"
-    )
-    if "serial_keys_per_s" in kg:
-        print(
-            f"RSA-1024 key generation ({kg['sample']} keys): serial "
-            f"{kg['serial_keys_per_s']:.0f}/s, {kg['cpus']} threads "
-            f"{kg['threads_keys_per_s']:.0f}/s, {kg['cpus']} worker processes (pool fill) "
-            f"{kg['processes_keys_per_s']:.0f}/s"
-        )
-    if "ready_fill" in report:
-        f = report["ready_fill"]
-        rate = f"{f['keys_per_s']:.0f} keys/s" if f["keys_per_s"] else "-"
-        print(f"warm-up: pool filled to {f['target']} in {f['seconds']:.1f} s ({rate})")
-    head = (
-        f"{'run':<20}{'devices':>8}{'ready s':>9}{'ms/dev':>8}{'keys s':>8}{'state s':>8}"
-        f"{'start s':>8}{'pool/gen':>11}{'reg':>7}{'tcp ok':>8}{'http ok':>8}{'req/s':>8}"
-        f"  listeners"
-    )
-    print()
-    print(head)
-    print("-" * len(head))
-    runs = list(report["ready_runs"])
-    scales = [report[k] for k in ("scale", "scale_per_device") if k in report]
-    runs.extend(scales)
-    for r in runs:
-        a = r["answers"]
-        print(
-            f"{r['run']:<20}{r['devices']:>8}{r['ready_s']:>9.2f}"
-            f"{r['per_device_startup_ms']:>8.2f}{r['keys_s']:>8.2f}{r['state_s']:>8.2f}"
-            f"{r['devices_start_s']:>8.2f}"
-            f"{str(r['keys_from_pool']) + '/' + str(r['keys_generated']):>11}"
-            f"{r['registered']:>7}{a['tcp_ok']:>8}{a['http_ok']:>8}{a['requests_per_s']:>8.0f}"
-            f"  {r['listeners']}"
-        )
-    for scale in scales:
-        print()
-        print(
-            f"{scale['run']}: {scale['devices']} devices ({scale['listeners']} listeners, "
-            f"{scale['first_address']} ... {scale['last_address']}) in one process: RSS "
-            f"{scale['rss_before_mib']:.0f} MiB before, {scale['rss_ready_mib']:.0f} MiB ready, "
-            f"{scale['rss_after_requests_mib']:.0f} MiB after {2 * scale['devices']} "
-            f"device-id requests (process peak so far {scale['peak_rss_mib']:.0f} MiB); per device "
-            f"{scale['per_device_kib']:.1f} KiB ready, "
-            f"{scale['per_device_after_requests_kib']:.1f} KiB after the requests; "
-            f"start-up {scale['ready_s']:.2f} s ({scale['per_device_startup_ms']:.2f} ms "
-            "per device)"
-        )
-        if "live_view_poll_ms" in scale:
-            print(
-                f"  live view over all {scale['devices']} devices: one poll (last command, "
-                f"claimed; {scale['live_view_served']} commands seen) "
-                f"{scale['live_view_poll_ms']:.1f} ms (idle: "
-                f"{scale['live_view_idle_poll_ms']:.1f} ms), one redraw "
-                f"{scale['live_view_render_ms']:.1f} ms"
-            )
-        f = report.get("scale_fill") if scale is report.get("scale") else None
-        if f and f["made"]:
-            print(
-                f"  (pool topped up to {f['target']} first: {f['made']} keys in "
-                f"{f['seconds']:.1f} s, {f['keys_per_s']:.0f} keys/s)"
-            )
-    if report.get("scale_limited"):
-        print(f"NOTE: {report['scale_limited']}")
-    for line in missed:
-        print(f"MISSED: {line}")
 
 
 def build_parser() -> argparse.ArgumentParser:
