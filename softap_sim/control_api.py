@@ -26,11 +26,13 @@ application/json``; an empty body counts as ``{}``)::
     POST   /v1/reset       {}  factory state, into listening   -> snapshot
     GET    /v1/events                 the last events published and received
     POST   /v1/events      {"name": "heartbeat", "data": "ok"} publish now -> the event, 201
+    GET    /v1/stream                 server-sent events: snapshot, state, event (control_stream)
     GET    /v1/health                 200 {"status": "ok", ...}; 503 once an emulator failed
     GET    /v1/openapi.json           this API as OpenAPI 3.1 (softap_sim.control_openapi)
     GET    /v1/devices                every device of the registry (softap_sim.registry)
     GET    /v1/devices/{id}           one of them
     *      /v1/devices/{id}/<route>   any device route above, for that device
+    GET    /ui                        the dashboard (softap_sim/ui/; not in the OpenAPI document)
 
 A fleet's API (``create_app(None, registry)``) has no device of its own: name one with
 ``/v1/devices/{id}/...``; its ``POST /v1/reset`` resets every device.
@@ -57,7 +59,7 @@ from aiohttp import web
 
 from firmware_model import GateMode, InvalidTransition
 from firmware_model.scan_packs import PACKS
-from softap_sim import __version__
+from softap_sim import __version__, control_stream
 from softap_sim.control import ControlError, NotFoundError
 from softap_sim.control_http import (
     EMULATOR,
@@ -293,6 +295,7 @@ DEVICE_ROUTES: tuple[tuple[str, str, Handler], ...] = (
     ("GET", "/transcript", get_transcript),
     ("GET", "/events", get_events),
     ("POST", "/events", post_event),
+    ("GET", "/stream", control_stream.get_stream),
 )
 #: routes about the API itself and its device list
 API_ROUTES: tuple[tuple[str, str, Handler], ...] = (
@@ -310,6 +313,8 @@ ROUTES: tuple[tuple[str, str, Handler], ...] = (
         (method, "/v1/devices/{device" + _DEVICE_PATTERN + "}" + path, handler)
         for method, path, handler in DEVICE_ROUTES
     ),
+    ("GET", "/ui", control_stream.get_ui),  # static files: HTML, not JSON, so not in API_ROUTES
+    ("GET", "/ui/{name}", control_stream.get_ui),
 )
 
 _CODES = {
@@ -340,12 +345,7 @@ async def _json_errors(request: web.Request, handler: Handler) -> web.StreamResp
     except ControlError as err:
         api = ApiError(400, "invalid_request", str(err))
     except InvalidTransition as err:
-        api = ApiError(
-            409,
-            "invalid_transition",
-            str(err),
-            state=err.state.value,
-        )
+        api = ApiError(409, "invalid_transition", str(err), state=err.state.value)
     except LifecycleError as err:
         api = ApiError(503, "unavailable", str(err))
     except web.HTTPException as exc:
@@ -389,6 +389,7 @@ def create_app(
         registry = DeviceRegistry.of(emu)
     app[REGISTRY] = registry
     app.router.add_routes([web.route(method, path, handler) for method, path, handler in ROUTES])
+    control_stream.install(app)
     return app
 
 

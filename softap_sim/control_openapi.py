@@ -143,6 +143,16 @@ DEVICE_DOCS: dict[tuple[str, str], Doc] = {
         status=201,
         errors=(400, 409),
     ),
+    ("GET", "/stream"): Doc(
+        "Live updates as server-sent events when sent 'Accept: text/event-stream': a "
+        "'snapshot' per device (again after its stored networks or claim change; on a "
+        "fleet's /v1/stream a summary of every device), 'state' (state and LED) on every "
+        "change, 'event' (cloud link events, claim codes masked), ':ok' keepalives; "
+        "'dropped' ends a stream that fell behind. Without that Accept: the opening "
+        "snapshot(s) as JSON",
+        reply="text/event-stream, or the snapshot (an array of summaries on a fleet)",
+        errors=(404,),
+    ),
     ("GET", "/transcript"): Doc(
         "Transcript records after sequence number 'since' (claim codes masked)",
         reply="an array of records",
