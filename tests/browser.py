@@ -17,9 +17,12 @@ import base64
 import contextlib
 import itertools
 import json
+import os
 import re
+import select
 import shutil
 import tempfile
+import time
 from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
@@ -51,6 +54,24 @@ def chromium_path() -> str | None:
     return shutil.which("chromium")
 
 
+def _devtools_url(fd: int, timeout_s: float) -> str:
+    """Read Chromium's stderr until "DevTools listening on ws://..."; blocking (a thread)."""
+    deadline = time.monotonic() + timeout_s
+    seen = b""
+    while (left := deadline - time.monotonic()) > 0:
+        ready, _, _ = select.select([fd], [], [], left)
+        if not ready:
+            break
+        chunk = os.read(fd, 65536)
+        if not chunk:
+            raise BrowserError(f"chromium exited before DevTools listened: {seen[-500:]!r}")
+        seen += chunk
+        match = _LISTENING.search(seen)
+        if match:
+            return match.group(1).decode()
+    raise BrowserError(f"chromium's DevTools did not listen within {timeout_s} s")
+
+
 class BrowserError(Exception):
     """The browser did not start, or a DevTools call failed."""
 
@@ -69,39 +90,31 @@ class Browser:
         self.http_url = ""
 
     async def __aenter__(self) -> Self:
-        self._proc = await asyncio.create_subprocess_exec(
-            self._path,
-            *FLAGS,
-            f"--user-data-dir={self._profile.name}",
-            "about:blank",
-            stdout=asyncio.subprocess.DEVNULL,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        assert self._proc.stderr is not None
+        # Chromium's stderr goes to a pipe of our own that is read (in a thread) only until
+        # DevTools says where it listens, then closed: an asyncio pipe transport would stay
+        # open as long as any Chromium child process holds the other end.
+        read_fd, write_fd = os.pipe()
         try:
-            async with asyncio.timeout(30):
-                while True:
-                    line = await self._proc.stderr.readline()
-                    if not line:
-                        raise BrowserError("chromium exited before DevTools listened")
-                    match = _LISTENING.search(line)
-                    if match:
-                        break
+            self._proc = await asyncio.create_subprocess_exec(
+                self._path,
+                *FLAGS,
+                f"--user-data-dir={self._profile.name}",
+                "about:blank",
+                stdout=asyncio.subprocess.DEVNULL,
+                stderr=write_fd,
+            )
+        finally:
+            os.close(write_fd)
+        try:
+            ws_url = await asyncio.to_thread(_devtools_url, read_fd, 30.0)
         except BaseException:
             await self.__aexit__(None, None, None)
             raise
-        ws_url = match.group(1).decode()
+        finally:
+            os.close(read_fd)
         self.http_url = "http://" + ws_url.split("/")[2]
-        # keep draining stderr so Chromium never blocks on a full pipe
-        self._drain = asyncio.get_running_loop().create_task(self._drain_stderr())
         self._session = aiohttp.ClientSession()
         return self
-
-    async def _drain_stderr(self) -> None:
-        assert self._proc is not None
-        assert self._proc.stderr is not None
-        while await self._proc.stderr.read(65536):
-            pass
 
     async def __aexit__(
         self,
@@ -119,11 +132,6 @@ class Browser:
             except TimeoutError:
                 self._proc.kill()
                 await self._proc.wait()
-        drain = getattr(self, "_drain", None)
-        if drain is not None:
-            drain.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await drain
         self._profile.cleanup()
 
     async def open(self, url: str) -> Page:
